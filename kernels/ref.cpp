@@ -1,0 +1,1 @@
+#include "nk/blocks.h"
