@@ -1,0 +1,83 @@
+// Test helpers: golden arrays written by the original JAX code (<name>.json + <name>.bin)
+// and the paths of fixture files.
+#pragma once
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "io/file.h"
+#include "text/json.h"
+
+namespace fixtures {
+
+inline std::string test_data(const std::string& name) { return std::string(NEEDLE_TEST_DATA) + "/" + name; }
+inline std::string shared(const std::string& name) { return std::string(NEEDLE_SHARED_FIXTURES) + "/" + name; }
+inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
+
+class Arrays {
+ public:
+  explicit Arrays(const std::string& base) {
+    auto meta = needle::read_file(base + ".json");
+    REQUIRE(meta.is_ok());
+    auto parsed = needle::json::parse(std::string(meta->begin(), meta->end()));
+    REQUIRE(parsed.is_ok());
+    meta_ = std::move(parsed).value();
+    auto bin = needle::read_file(base + ".bin");
+    REQUIRE(bin.is_ok());
+    bin_ = std::move(bin).value();
+  }
+  bool has(const std::string& name) const { return meta_.find(name) != nullptr; }
+  std::vector<int64_t> shape(const std::string& name) const {
+    std::vector<int64_t> s;
+    for (auto& d : entry(name).find("shape")->array) s.push_back((int64_t)d.number);
+    return s;
+  }
+  std::vector<float> f32(const std::string& name) const { return get<float>(name, "f32"); }
+  std::vector<int32_t> i32(const std::string& name) const { return get<int32_t>(name, "i32"); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> n;
+    for (auto& [k, v] : meta_.object) n.push_back(k);
+    return n;
+  }
+
+ private:
+  const needle::json::Value& entry(const std::string& name) const {
+    const auto* e = meta_.find(name);
+    INFO("fixture array " << name);
+    REQUIRE(e != nullptr);
+    return *e;
+  }
+  template <class T>
+  std::vector<T> get(const std::string& name, const char* dtype) const {
+    const auto& e = entry(name);
+    REQUIRE(e.find("dtype")->text == dtype);
+    size_t off = (size_t)e.find("offset")->number, nbytes = (size_t)e.find("nbytes")->number;
+    REQUIRE(off + nbytes <= bin_.size());
+    std::vector<T> v(nbytes / sizeof(T));
+    std::memcpy(v.data(), bin_.data() + off, nbytes);
+    return v;
+  }
+  needle::json::Value meta_;
+  std::vector<uint8_t> bin_;
+};
+
+// ||a - b|| / ||b|| over the given ranges.
+inline double rel_err(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = (double)a[i] - b[i];
+    num += d * d;
+    den += (double)b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  return rel_err(a.data(), b.data(), a.size());
+}
+
+}  // namespace fixtures
