@@ -1,0 +1,197 @@
+// Code shared by the AArch64 NEON files (arm_neon.cpp, arm_neon_dot.cpp): f32 primitives, the Q8
+// activation quantizer and the register-tiled integer GEMM driver. Internal linkage only.
+#pragma once
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "attention_online.h"
+#include "internal.h"
+
+namespace nk::detail {
+namespace {
+
+struct NeonF32 {
+  static float dot(const float* a, const float* b, size_t n) {
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+      s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    float s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+  static void axpy(float* y, float a, const float* x, size_t n) {
+    const float32x4_t va = vdupq_n_f32(a);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), va, vld1q_f32(x + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+  }
+  static void scal(float* y, float a, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_n_f32(vld1q_f32(y + i), a));
+    for (; i < n; ++i) y[i] *= a;
+  }
+};
+
+void attention_neon(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
+  attention_online<NeonF32>(a, h0, h1, i0, i1);
+}
+
+void rmsnorm_neon(const float* x, const float* scale, float* y, size_t rows, size_t dim, float eps) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    const float ss = NeonF32::dot(xr, xr, dim);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    size_t t = 0;
+    for (; t + 4 <= dim; t += 4)
+      vst1q_f32(yr + t, vmulq_f32(vmulq_n_f32(vld1q_f32(xr + t), inv), vaddq_f32(one, vld1q_f32(scale + t))));
+    for (; t < dim; ++t) yr[t] = xr[t] * inv * (1.0f + scale[t]);
+  }
+}
+
+void rope_neon(float* x, size_t rows, size_t ld, size_t heads, size_t hd, size_t pos0, float theta) {
+  const size_t half = hd / 2;
+  float* cs = scratch_floats(hd, 2);
+  float* sn = cs + half;
+  for (size_t r = 0; r < rows; ++r) {
+    rope_table(pos0 + r, hd, theta, cs, sn);
+    for (size_t h = 0; h < heads; ++h) {
+      float* x1p = x + r * ld + h * hd;
+      float* x2p = x1p + half;
+      size_t i = 0;
+      for (; i + 4 <= half; i += 4) {
+        const float32x4_t x1 = vld1q_f32(x1p + i), x2 = vld1q_f32(x2p + i);
+        const float32x4_t c = vld1q_f32(cs + i), s = vld1q_f32(sn + i);
+        vst1q_f32(x1p + i, vfmsq_f32(vmulq_f32(x1, c), x2, s));
+        vst1q_f32(x2p + i, vfmaq_f32(vmulq_f32(x2, c), x1, s));
+      }
+      for (; i < half; ++i) {
+        const float x1 = x1p[i], x2 = x2p[i];
+        x1p[i] = x1 * cs[i] - x2 * sn[i];
+        x2p[i] = x2 * cs[i] + x1 * sn[i];
+      }
+    }
+  }
+}
+
+void gated_residual_neon(float* x, const float* y, float gate, size_t n) {
+  NeonF32::axpy(x, sigmoid(gate), y, n);
+}
+
+// Bit-identical to the reference: vcvtnq rounds half to even like nearbyint.
+inline void quantize_block_q8(const float* xb, BlockQ8& out) {
+  float32x4_t v[8];
+  float32x4_t mx = vdupq_n_f32(0.0f);
+  for (int i = 0; i < 8; ++i) {
+    v[i] = vld1q_f32(xb + 4 * i);
+    mx = vmaxq_f32(mx, vabsq_f32(v[i]));
+  }
+  const float amax = vmaxvq_f32(mx);
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  out.d = d;
+  for (int i = 0; i < 8; i += 2) {
+    const int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(v[i], id));
+    const int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(v[i + 1], id));
+    const int16x8_t h = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
+    vst1_s8(out.qs + 4 * i, vqmovn_s16(h));
+  }
+}
+
+void quantize_q8_neon(const float* x, size_t ldx, BlockQ8* y, size_t rows, size_t k) {
+  const size_t nb = blocks_per_row(k), full = k / kBlock;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    BlockQ8* yr = y + r * nb;
+    for (size_t b = 0; b < full; ++b) quantize_block_q8(xr + b * kBlock, yr[b]);
+    if (full < nb) {
+      float tmp[kBlock] = {};
+      std::memcpy(tmp, xr + full * kBlock, (k - full * kBlock) * sizeof(float));
+      quantize_block_q8(tmp, yr[full]);
+    }
+  }
+}
+
+// Weight block as two signed int8x16 halves (elements 0..15, 16..31).
+struct W2 {
+  int8x16_t lo, hi;
+};
+inline W2 load_w(const BlockQ4& b) {
+  const uint8x16_t q = vld1q_u8(b.qs);
+  const int8x16_t eight = vdupq_n_s8(8);
+  return {vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), eight),
+          vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight)};
+}
+inline W2 load_w(const BlockQ8& b) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16)}; }
+inline W2 load_x(const BlockQ8& b) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16)}; }
+
+// Register tile: RW weight rows x RM activation rows, y[m*ldy + r]. D provides
+// static int32x4_t dot(const W2& w, const W2& x) (4 partial sums of the 32 products).
+template <class D, class WB, int RW, int RM>
+inline void tile(const WB* w, const BlockQ8* x, size_t nb, float* y, size_t ldy) {
+  float32x4_t acc[RM][RW];
+  for (int m = 0; m < RM; ++m)
+    for (int r = 0; r < RW; ++r) acc[m][r] = vdupq_n_f32(0.0f);
+  for (size_t b = 0; b < nb; ++b) {
+    W2 xq[RM];
+    float xd[RM];
+    for (int m = 0; m < RM; ++m) {
+      xq[m] = load_x(x[m * nb + b]);
+      xd[m] = x[m * nb + b].d;
+    }
+    for (int r = 0; r < RW; ++r) {
+      const WB& wb = w[r * nb + b];
+      const W2 wv = load_w(wb);
+      for (int m = 0; m < RM; ++m)
+        acc[m][r] = vfmaq_n_f32(acc[m][r], vcvtq_f32_s32(D::dot(wv, xq[m])), wb.d * xd[m]);
+    }
+  }
+  for (int m = 0; m < RM; ++m)
+    for (int r = 0; r < RW; ++r) y[m * ldy + r] = vaddvq_f32(acc[m][r]);
+}
+
+template <class D, class WB, int RW, int RM>
+void gemm_driver(const WB* w, const BlockQ8* x, float* y, size_t ldy, size_t M, size_t k, size_t n0,
+                 size_t n1) {
+  const size_t nb = blocks_per_row(k);
+  size_t n = n0;
+  for (; n + RW <= n1; n += RW) {
+    size_t m = 0;
+    for (; m + RM <= M; m += RM) tile<D, WB, RW, RM>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+    for (; m < M; ++m) tile<D, WB, RW, 1>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+  }
+  for (; n < n1; ++n) {
+    size_t m = 0;
+    for (; m + RM <= M; m += RM) tile<D, WB, 1, RM>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+    for (; m < M; ++m) tile<D, WB, 1, 1>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+  }
+}
+
+// Builds a table from the f32 kernels above and the integer dot D.
+template <class D>
+struct NeonGemm {
+  static void gemv_q4(const BlockQ4* w, const BlockQ8* x, float* y, size_t k, size_t n0, size_t n1) {
+    gemm_driver<D, BlockQ4, 4, 1>(w, x, y, 0, 1, k, n0, n1);
+  }
+  static void gemm_q4(const BlockQ4* w, const BlockQ8* x, float* y, size_t ldy, size_t m, size_t k,
+                      size_t n0, size_t n1) {
+    gemm_driver<D, BlockQ4, 4, 4>(w, x, y, ldy, m, k, n0, n1);
+  }
+  static void gemv_q8(const BlockQ8* w, const BlockQ8* x, float* y, size_t k, size_t n0, size_t n1) {
+    gemm_driver<D, BlockQ8, 4, 1>(w, x, y, 0, 1, k, n0, n1);
+  }
+  static void gemm_q8(const BlockQ8* w, const BlockQ8* x, float* y, size_t ldy, size_t m, size_t k,
+                      size_t n0, size_t n1) {
+    gemm_driver<D, BlockQ8, 4, 4>(w, x, y, ldy, m, k, n0, n1);
+  }
+};
+
+}  // namespace
+}  // namespace nk::detail

@@ -1,0 +1,28 @@
+// Plain AArch64 NEON kernels (no dot-product extension): widening multiplies and pairwise adds.
+#include "arm_common.h"
+
+namespace nk::detail {
+namespace {
+
+struct NeonDot {
+  // |w| <= 128, |x| <= 127: two products fit in int16 (2 * 128 * 127 < 2^15).
+  static int32x4_t dot(const W2& w, const W2& x) {
+    int16x8_t p0 = vmull_s8(vget_low_s8(w.lo), vget_low_s8(x.lo));
+    p0 = vmlal_high_s8(p0, w.lo, x.lo);
+    int16x8_t p1 = vmull_s8(vget_low_s8(w.hi), vget_low_s8(x.hi));
+    p1 = vmlal_high_s8(p1, w.hi, x.hi);
+    return vpadalq_s16(vpaddlq_s16(p0), p1);
+  }
+};
+using G = NeonGemm<NeonDot>;
+
+const Kernels kNeon = {
+    Isa::neon, "neon", quantize_q8_neon, G::gemv_q4, G::gemm_q4, G::gemv_q8, G::gemm_q8,
+    attention_neon, rmsnorm_neon, rope_neon, gated_residual_neon,
+};
+
+}  // namespace
+
+const Kernels& neon_kernels() { return kNeon; }
+
+}  // namespace nk::detail

@@ -1,0 +1,59 @@
+// Internal to the kernels library: the per-ISA tables and code shared by several ISA files.
+#pragma once
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+
+#include "nk/kernels.h"
+
+namespace nk::detail {
+
+// Each ISA file defines one of these; dispatch.cpp calls only those the CPU supports.
+const Kernels& ref_kernels();
+#if defined(__x86_64__) || defined(_M_X64)
+const Kernels& avx2_kernels();
+const Kernels& avxvnni_kernels();
+const Kernels& avx512_kernels();
+#endif
+#if defined(__aarch64__)
+const Kernels& neon_kernels();
+const Kernels& neondot_kernels();
+#endif
+
+// The online-softmax attention over scalar loops (ref.cpp): tests compare block sizes with it.
+void attention_online_scalar(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1);
+
+// Thread-local scratch floats (defined in ref.cpp, compiled for the baseline ISA: ISA files must
+// not instantiate STL templates, whose copies the linker could share with baseline code).
+// slot < 4; the pointer stays valid until the next call with the same slot on this thread.
+float* scratch_floats(size_t n, int slot);
+
+// Helpers below are compiled into each ISA file separately (internal linkage), for the same reason.
+namespace {
+
+inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+// Number of leading keys a query can see before masks that are not a prefix (key_mask):
+// causal and k_valid both cut the key range at a prefix.
+inline size_t attn_key_limit(const AttnArgs& a, size_t i) {
+  size_t limit = a.lk;
+  if (a.causal) limit = min_sz(limit, a.q_pos0 + i + 1);
+  return min_sz(limit, a.k_valid);
+}
+
+// cos/sin of pos * freq_i for i < half, freq_i = 1 / theta^(2i/hd) in f32 as the reference
+// model computes it (angle rounded to f32, then cos/sin evaluated accurately).
+inline void rope_table(size_t pos, size_t hd, float theta, float* cs, float* sn) {
+  const size_t half = hd / 2;
+  for (size_t i = 0; i < half; ++i) {
+    const float freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+    const float ang = static_cast<float>(pos) * freq;
+    cs[i] = static_cast<float>(std::cos(static_cast<double>(ang)));
+    sn[i] = static_cast<float>(std::sin(static_cast<double>(ang)));
+  }
+}
+
+inline float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
+
+}  // namespace
+}  // namespace nk::detail

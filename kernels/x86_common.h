@@ -1,0 +1,201 @@
+// Code shared by the x86 ISA files (each compiled with at least -mavx2 -mfma -mf16c): f32 vector
+// primitives, the Q8 activation quantizer and the register-tiled integer GEMM driver. Internal
+// linkage only, so each ISA file gets its own copy compiled with its own flags.
+#pragma once
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "attention_online.h"
+#include "internal.h"
+
+namespace nk::detail {
+namespace {
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// ---- f32 primitives ----
+struct Avx2F32 {
+  static float dot(const float* a, const float* b, size_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+  static void axpy(float* y, float a, const float* x, size_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+  }
+  static void scal(float* y, float a, size_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] *= a;
+  }
+};
+
+void attention_avx2(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
+  attention_online<Avx2F32>(a, h0, h1, i0, i1);
+}
+
+void rmsnorm_avx2(const float* x, const float* scale, float* y, size_t rows, size_t dim, float eps) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    const float ss = Avx2F32::dot(xr, xr, dim);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+    const __m256 vinv = _mm256_set1_ps(inv), one = _mm256_set1_ps(1.0f);
+    size_t t = 0;
+    for (; t + 8 <= dim; t += 8) {
+      const __m256 s1 = _mm256_add_ps(one, _mm256_loadu_ps(scale + t));
+      _mm256_storeu_ps(yr + t, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + t), vinv), s1));
+    }
+    for (; t < dim; ++t) yr[t] = xr[t] * inv * (1.0f + scale[t]);
+  }
+}
+
+void rope_avx2(float* x, size_t rows, size_t ld, size_t heads, size_t hd, size_t pos0, float theta) {
+  const size_t half = hd / 2;
+  float* cs = scratch_floats(hd, 2);
+  float* sn = cs + half;
+  for (size_t r = 0; r < rows; ++r) {
+    rope_table(pos0 + r, hd, theta, cs, sn);
+    for (size_t h = 0; h < heads; ++h) {
+      float* x1p = x + r * ld + h * hd;
+      float* x2p = x1p + half;
+      size_t i = 0;
+      for (; i + 8 <= half; i += 8) {
+        const __m256 x1 = _mm256_loadu_ps(x1p + i), x2 = _mm256_loadu_ps(x2p + i);
+        const __m256 c = _mm256_loadu_ps(cs + i), s = _mm256_loadu_ps(sn + i);
+        _mm256_storeu_ps(x1p + i, _mm256_fmsub_ps(x1, c, _mm256_mul_ps(x2, s)));
+        _mm256_storeu_ps(x2p + i, _mm256_fmadd_ps(x2, c, _mm256_mul_ps(x1, s)));
+      }
+      for (; i < half; ++i) {
+        const float x1 = x1p[i], x2 = x2p[i];
+        x1p[i] = x1 * cs[i] - x2 * sn[i];
+        x2p[i] = x2 * cs[i] + x1 * sn[i];
+      }
+    }
+  }
+}
+
+void gated_residual_avx2(float* x, const float* y, float gate, size_t n) {
+  Avx2F32::axpy(x, sigmoid(gate), y, n);
+}
+
+// ---- activations -> Q8 (bit-identical to the reference: same max, same x * (1/d), and
+// cvtps rounds half to even like nearbyint) ----
+inline void quantize_block_q8(const float* xb, BlockQ8& out) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v[4];
+  for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
+  __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+  const float amax = hmax8(mx);
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  out.d = d;
+  const __m256 vid = _mm256_set1_ps(id);
+  __m256i q[4];
+  for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));
+  // packs interleave 128-bit lanes; the permute restores element order.
+  const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+  const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+  const __m256i fixed = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.qs), fixed);
+}
+
+void quantize_q8_avx2(const float* x, size_t ldx, BlockQ8* y, size_t rows, size_t k) {
+  const size_t nb = blocks_per_row(k), full = k / kBlock;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    BlockQ8* yr = y + r * nb;
+    for (size_t b = 0; b < full; ++b) quantize_block_q8(xr + b * kBlock, yr[b]);
+    if (full < nb) {
+      float tmp[kBlock] = {};
+      std::memcpy(tmp, xr + full * kBlock, (k - full * kBlock) * sizeof(float));
+      quantize_block_q8(tmp, yr[full]);
+    }
+  }
+}
+
+// ---- integer GEMM driver ----
+// P (the ISA policy) provides:
+//   struct XQ;                               activation block prepared once per tile
+//   static XQ prep(const BlockQ8&);
+//   static __m256i load(const BlockQ4&) / load(const BlockQ8&);  weight block in a register
+//   static __m256i dot(const BlockQ4*, __m256i w, const XQ&);   8 int32 partial sums
+//   static __m256i dot(const BlockQ8*, __m256i w, const XQ&);
+// A tile computes RW weight rows x RM activation rows; y[m*ldy + r].
+inline __m256i unpack_q4(const BlockQ4& b) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m256i u = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);  // low lane: j, high lane: j+16
+  return _mm256_and_si256(u, _mm256_set1_epi8(0x0F));
+}
+
+template <class P, class WB, int RW, int RM>
+inline void tile(const WB* w, const BlockQ8* x, size_t nb, float* y, size_t ldy) {
+  __m256 acc[RM][RW];
+  for (int m = 0; m < RM; ++m)
+    for (int r = 0; r < RW; ++r) acc[m][r] = _mm256_setzero_ps();
+  for (size_t b = 0; b < nb; ++b) {
+    typename P::XQ xq[RM];
+    float xd[RM];
+    for (int m = 0; m < RM; ++m) {
+      xq[m] = P::prep(x[m * nb + b]);
+      xd[m] = x[m * nb + b].d;
+    }
+    for (int r = 0; r < RW; ++r) {
+      const WB& wb = w[r * nb + b];
+      const __m256i wv = P::load(wb);
+      for (int m = 0; m < RM; ++m) {
+        const __m256i v = P::dot(&wb, wv, xq[m]);
+        acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(wb.d * xd[m]), acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < RM; ++m)
+    for (int r = 0; r < RW; ++r) y[m * ldy + r] = hsum8(acc[m][r]);
+}
+
+template <class P, class WB, int RW, int RM>
+void gemm_driver(const WB* w, const BlockQ8* x, float* y, size_t ldy, size_t M, size_t k, size_t n0,
+                 size_t n1) {
+  const size_t nb = blocks_per_row(k);
+  size_t n = n0;
+  for (; n + RW <= n1; n += RW) {
+    size_t m = 0;
+    for (; m + RM <= M; m += RM) tile<P, WB, RW, RM>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+    for (; m < M; ++m) tile<P, WB, RW, 1>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+  }
+  for (; n < n1; ++n) {
+    size_t m = 0;
+    for (; m + RM <= M; m += RM) tile<P, WB, 1, RM>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+    for (; m < M; ++m) tile<P, WB, 1, 1>(w + n * nb, x + m * nb, nb, y + m * ldy + n, ldy);
+  }
+}
+
+}  // namespace
+}  // namespace nk::detail
