@@ -109,11 +109,11 @@ const Features& features() {
   return f;
 }
 
-// Preference order when nothing is forced. AVX-512 comes after AVX-VNNI: on cores that split
-// 512-bit operations (AMD Zen 4) the 256-bit VNNI path is as fast and cheaper to run
-// (docs/kernels.md has the measurements).
+// Preference order when nothing is forced. The avx512 path runs the same 256-bit VNNI dot
+// products as avxvnni but with 32 registers, which its GEMM tiles use (docs/kernels.md has the
+// measurements); it issues no 512-bit instructions, so no frequency licence applies.
 Isa best() {
-  static const Isa order[] = {Isa::avxvnni, Isa::avx512, Isa::avx2, Isa::neondot, Isa::neon};
+  static const Isa order[] = {Isa::avx512, Isa::avxvnni, Isa::avx2, Isa::neondot, Isa::neon};
   for (Isa i : order)
     if (supported(features(), i) && table(i)) return i;
   return Isa::scalar;
@@ -156,7 +156,7 @@ const Kernels* kernels_for(Isa isa) {
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa i : {Isa::scalar, Isa::neon, Isa::neondot, Isa::avx2, Isa::avx512, Isa::avxvnni})
+  for (Isa i : {Isa::scalar, Isa::neon, Isa::neondot, Isa::avx2, Isa::avxvnni, Isa::avx512})
     if (kernels_for(i)) out.push_back(i);
   return out;
 }

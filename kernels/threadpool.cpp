@@ -1,6 +1,7 @@
 #include "nk/threadpool.h"
 
 #include <chrono>
+#include <mutex>
 
 namespace nk {
 
@@ -28,7 +29,7 @@ ThreadPool::ThreadPool(unsigned n_threads) {
 ThreadPool::~ThreadPool() {
   stop_.store(true);
   generation_.fetch_add(1);
-  generation_.notify_all();
+  wake_all();
   for (auto& t : workers_) t.join();
 }
 
@@ -36,6 +37,14 @@ namespace {
 constexpr uint64_t kClosed = uint64_t{1} << 31;
 constexpr uint64_t kActiveMask = kClosed - 1;
 }  // namespace
+
+// Taking the mutex orders the notify after any sleeper's check of generation_ (made under the
+// mutex), so no wake-up is lost. (std::atomic::wait/notify_all was tried first: with libstdc++ 12
+// on the dev machine workers missed most notifications.)
+void ThreadPool::wake_all() {
+  { std::lock_guard<std::mutex> lock(sleep_mutex_); }
+  sleep_cv_.notify_all();
+}
 
 void ThreadPool::work(unsigned thread) {
   for (;;) {
@@ -60,7 +69,7 @@ void ThreadPool::run(size_t n_tasks, TaskFn fn, void* ctx) {
   // seq_cst pairs with the sleepers_ increment in worker(): either we see the sleeper and wake
   // it, or it sees the new generation before it sleeps.
   generation_.store(gen);
-  if (sleepers_.load() > 0) generation_.notify_all();
+  if (sleepers_.load() > 0) wake_all();
   work(0);
   // Every task is claimed; close the job and wait for the workers still running theirs.
   uint64_t s = state_.fetch_or(kClosed, std::memory_order_acq_rel) | kClosed;
@@ -81,8 +90,9 @@ void ThreadPool::worker(unsigned index) {
       while ((g = generation_.load(std::memory_order_acquire)) == seen) {
         cpu_relax();
         if ((++spins & 63) == 0 && std::chrono::steady_clock::now() > until) {
+          std::unique_lock<std::mutex> lock(sleep_mutex_);
           sleepers_.fetch_add(1);
-          generation_.wait(seen);
+          sleep_cv_.wait(lock, [&] { return generation_.load() != seen; });
           sleepers_.fetch_sub(1);
         }
       }

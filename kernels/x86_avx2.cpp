@@ -10,6 +10,23 @@ struct Avx2Int {
     __m256i q;       // the 32 activations
     __m256i corr16;  // maddubs(8, q): subtracting it turns unsigned nibbles u into u - 8
   };
+  struct XP {
+    __m256i lo, hi, c;  // [x0..15 | x0..15], [x16..31 | x16..31], maddubs(8, lo) + maddubs(8, hi)
+  };
+  static void prep_pair(const BlockQ8& x, XP* out) {
+    const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.qs)));
+    const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.qs + 16)));
+    const __m256i e = _mm256_set1_epi8(8);
+    _mm256_storeu_si256(&out->lo, lo);
+    _mm256_storeu_si256(&out->hi, hi);
+    _mm256_storeu_si256(&out->c, _mm256_add_epi16(_mm256_maddubs_epi16(e, lo), _mm256_maddubs_epi16(e, hi)));
+  }
+  // int16 lanes: two maddubs of u <= 15 (<= 2 * 3810) minus c (<= 2 * 2032): no overflow.
+  static __m256i dot_pair(__m256i ulo, __m256i uhi, const XP& x) {
+    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(ulo, _mm256_loadu_si256(&x.lo)),
+                                       _mm256_maddubs_epi16(uhi, _mm256_loadu_si256(&x.hi)));
+    return _mm256_madd_epi16(_mm256_sub_epi16(p, _mm256_loadu_si256(&x.c)), _mm256_set1_epi16(1));
+  }
   static XQ prep(const BlockQ8& x) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
     return {q, _mm256_maddubs_epi16(_mm256_set1_epi8(8), q)};
@@ -29,11 +46,11 @@ struct Avx2Int {
 };
 
 void gemv_q4(const BlockQ4* w, const BlockQ8* x, float* y, size_t k, size_t n0, size_t n1) {
-  gemm_driver<Avx2Int, BlockQ4, 4, 1>(w, x, y, 0, 1, k, n0, n1);
+  gemm_q4_tiled<Avx2Int, 1>(w, x, y, 0, 1, k, n0, n1);
 }
 void gemm_q4(const BlockQ4* w, const BlockQ8* x, float* y, size_t ldy, size_t m, size_t k, size_t n0,
              size_t n1) {
-  gemm_driver<Avx2Int, BlockQ4, 4, 2>(w, x, y, ldy, m, k, n0, n1);
+  gemm_q4_tiled<Avx2Int, 4>(w, x, y, ldy, m, k, n0, n1);
 }
 void gemv_q8(const BlockQ8* w, const BlockQ8* x, float* y, size_t k, size_t n0, size_t n1) {
   gemm_driver<Avx2Int, BlockQ8, 4, 1>(w, x, y, 0, 1, k, n0, n1);

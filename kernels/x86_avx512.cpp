@@ -14,6 +14,21 @@ struct Avx512VnniInt {
     __m256i c8;
     __m256i c128;
   };
+  struct XP {
+    __m256i lo, hi, c;  // [x0..15 | x0..15], [x16..31 | x16..31], -8 * group sums of both
+  };
+  static void prep_pair(const BlockQ8& x, XP* out) {
+    const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.qs)));
+    const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.qs + 16)));
+    const __m256i e = _mm256_set1_epi8(8), z = _mm256_setzero_si256();
+    const __m256i s = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, e, lo), e, hi);
+    _mm256_storeu_si256(&out->lo, lo);
+    _mm256_storeu_si256(&out->hi, hi);
+    _mm256_storeu_si256(&out->c, _mm256_sub_epi32(z, s));
+  }
+  static __m256i dot_pair(__m256i ulo, __m256i uhi, const XP& x) {
+    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_loadu_si256(&x.c), ulo, _mm256_loadu_si256(&x.lo)), uhi, _mm256_loadu_si256(&x.hi));
+  }
   static XQ prep(const BlockQ8& x) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs));
     const __m256i z = _mm256_setzero_si256();
@@ -30,11 +45,11 @@ struct Avx512VnniInt {
 };
 
 void gemv_q4(const BlockQ4* w, const BlockQ8* x, float* y, size_t k, size_t n0, size_t n1) {
-  gemm_driver<Avx512VnniInt, BlockQ4, 4, 1>(w, x, y, 0, 1, k, n0, n1);
+  gemm_q4_tiled<Avx512VnniInt, 1>(w, x, y, 0, 1, k, n0, n1);
 }
 void gemm_q4(const BlockQ4* w, const BlockQ8* x, float* y, size_t ldy, size_t m, size_t k, size_t n0,
              size_t n1) {
-  gemm_driver<Avx512VnniInt, BlockQ4, 4, 4>(w, x, y, ldy, m, k, n0, n1);
+  gemm_q4_tiled<Avx512VnniInt, 4>(w, x, y, ldy, m, k, n0, n1);
 }
 void gemv_q8(const BlockQ8* w, const BlockQ8* x, float* y, size_t k, size_t n0, size_t n1) {
   gemm_driver<Avx512VnniInt, BlockQ8, 4, 1>(w, x, y, 0, 1, k, n0, n1);

@@ -1,10 +1,12 @@
 // A persistent thread pool: the workers are created once; parallel_for hands them tasks and the
 // calling thread works too. No thread is created per call. Workers spin for a short while after
-// each job (back-to-back decode calls find them awake) and then sleep on a futex.
+// each job (back-to-back decode calls find them awake) and then sleep on a condition variable.
 #pragma once
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -60,6 +62,7 @@ class ThreadPool {
   void run(size_t n_tasks, TaskFn fn, void* ctx);
   void worker(unsigned index);
   void work(unsigned thread);
+  void wake_all();
 
   unsigned n_threads_;
   std::vector<std::thread> workers_;
@@ -73,8 +76,10 @@ class ThreadPool {
   // every task is claimed and waits only for workers that entered, so a worker that was not
   // scheduled in time never delays the caller (it finds the job closed and goes back to waiting).
   alignas(64) std::atomic<uint64_t> state_{0};
-  alignas(64) std::atomic<uint32_t> generation_{0};  // what idle workers spin / futex-wait on
-  std::atomic<unsigned> sleepers_{0};               // workers blocked in generation_.wait
+  alignas(64) std::atomic<uint32_t> generation_{0};  // what idle workers spin on
+  std::atomic<unsigned> sleepers_{0};               // workers asleep on sleep_cv_
+  std::mutex sleep_mutex_;
+  std::condition_variable sleep_cv_;
   std::atomic<bool> stop_{false};
 };
 
