@@ -124,6 +124,8 @@ Result<std::shared_ptr<const TokenIndex>> TokenIndex::build(TokenVocab vocab) {
   if (n == 0) return make_error("constraint: empty vocabulary");
   if (n > static_cast<size_t>(std::numeric_limits<int>::max()))
     return make_error("constraint: vocabulary too large ({})", n);
+  if (!vocab.reference_bytes.empty() && vocab.reference_bytes.size() != n)
+    return make_error("constraint: {} reference texts for {} ids", vocab.reference_bytes.size(), n);
   idx->flags_.assign(n, 0);
   for (int id : vocab.eos_ids) {
     if (id < 0 || static_cast<size_t>(id) >= n)
@@ -135,7 +137,6 @@ Result<std::shared_ptr<const TokenIndex>> TokenIndex::build(TokenVocab vocab) {
       return make_error("constraint: lead id {} outside the vocabulary ({})", id, n);
     idx->flags_[static_cast<size_t>(id)] |= kLead;
   }
-  std::vector<std::string> bytes;
   std::vector<std::basic_string<unsigned char>> useqs(n), special;
   std::vector<int> ids(n), special_ids;
   idx->chars_.resize(n);
@@ -144,7 +145,8 @@ Result<std::shared_ptr<const TokenIndex>> TokenIndex::build(TokenVocab vocab) {
     ids[i] = static_cast<int>(i);
     // The reference engine sees every id's text as given (the original feeds user-defined
     // symbols such as "<tool_call>" as their piece text); EOS never has text.
-    if (!(idx->flags_[i] & kEos)) idx->chars_[i] = python_chars(s);
+    if (!(idx->flags_[i] & kEos))
+      idx->chars_[i] = python_chars(vocab.reference_bytes.empty() ? s : vocab.reference_bytes[i]);
     // The schema engine: EOS and lead ids have no text, whatever the table says.
     if (idx->flags_[i] != 0) continue;
     useqs[i].assign(reinterpret_cast<const unsigned char*>(s.data()), s.size());

@@ -64,6 +64,10 @@ struct TokenVocab {
   // Text-less ids the schema grammar allows only as the very first token (the model writes
   // <tool_call> = 4 first). The reference engine allows whatever the model writes there.
   std::vector<int> lead_ids;
+  // Optional (empty or one per id): the text the reference engine sees instead of `bytes`.
+  // The original feeds user-defined symbols as their spelling ("<tool_call>"), which the
+  // schema engine must not see as text.
+  std::vector<std::string> reference_bytes;
 };
 
 // A SentencePiece piece as surface bytes: U+2581 -> ' ', "<0xAB>" (byte piece) -> one byte.
