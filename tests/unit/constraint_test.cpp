@@ -241,3 +241,61 @@ TEST_CASE("reference: tools read from JSON like the original", "[constraint]") {
   CHECK(reference_tools_from_json("not json").empty());
   CHECK(reference_tools_from_json("{\"name\":\"a\"}").empty());
 }
+
+// ---- Golden parity: the original's constrained generations on the e2e model -------------
+
+#include <fstream>
+
+#include "decode/constraint_text.h"
+#include "text/json.h"
+
+TEST_CASE("golden outputs of the original constrained decoder pass both engines", "[constraint]") {
+  const std::string dir = std::string(NEEDLE_SHARED_FIXTURES) + "/e2e/";
+  auto tok = needle::text::Tokenizer::from_file(dir + "e2e_tok.model");
+  REQUIRE(tok);
+  auto idx = TokenIndex::build(vocab_from_tokenizer(*tok));
+  REQUIRE(idx);
+  std::ifstream in(dir + "goldens.jsonl");
+  REQUIRE(in);
+  std::string line;
+  size_t n = 0, schema_checked = 0;
+  std::vector<uint8_t> mask;
+  while (std::getline(in, line)) {
+    auto ex = needle::json::parse(line);
+    REQUIRE(ex);
+    auto tools = needle::text::parse_tools(ex->find("tools")->text);
+    REQUIRE(tools);
+    std::vector<int> ids;
+    for (const auto& v : ex->find("f32_constrained_ids")->array) ids.push_back(std::stoi(v.text));
+    INFO("example " << n << ": " << ex->find("f32_constrained")->text);
+    // Every token the original chose was allowed by its own constraint: ours must agree.
+    auto ref = make_reference_constraint(*idx, reference_tools(*tools));
+    REQUIRE(ref);
+    std::string text;
+    for (int id : ids) {
+      (*ref)->allowed(mask);
+      INFO("after '" << text << "' token " << id);
+      REQUIRE(mask[static_cast<size_t>(id)]);
+      REQUIRE((*ref)->advance(id));
+      text += (*idx)->bytes(id);
+    }
+    CHECK((*ref)->done());
+    // Schema: a conforming golden is reachable token by token and ends where EOS is allowed.
+    const auto specs = tool_specs(*tools);
+    if (validate_output(text, specs)) {
+      ++schema_checked;
+      auto sc = make_schema_constraint(*idx, specs);
+      REQUIRE(sc);
+      for (int id : ids) {
+        (*sc)->allowed(mask);
+        REQUIRE(mask[static_cast<size_t>(id)]);
+        REQUIRE((*sc)->advance(id));
+      }
+      REQUIRE((*sc)->done());
+      REQUIRE((*sc)->advance(1));
+    }
+    ++n;
+  }
+  CHECK(n == 144);
+  CHECK(schema_checked >= 140);
+}
