@@ -14,6 +14,8 @@ const Kernels& ref_kernels();
 const Kernels& avx2_kernels();
 const Kernels& avxvnni_kernels();
 const Kernels& avx512_kernels();
+// The vectorized e^x of the x86 attention (x86_avx2.cpp), exposed for its accuracy test.
+void exp_avx2_for_test(const float* x, float* y, size_t n);
 #endif
 #if defined(__aarch64__)
 const Kernels& neon_kernels();

@@ -69,4 +69,13 @@ const Kernels kAvx2 = {
 
 const Kernels& avx2_kernels() { return kAvx2; }
 
+void exp_avx2_for_test(const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; i += 8) {
+    alignas(32) float in[8] = {}, out[8];
+    for (size_t j = 0; j < 8 && i + j < n; ++j) in[j] = x[i + j];
+    _mm256_store_ps(out, exp256(_mm256_load_ps(in)));
+    for (size_t j = 0; j < 8 && i + j < n; ++j) y[i + j] = out[j];
+  }
+}
+
 }  // namespace nk::detail

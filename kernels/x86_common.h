@@ -56,8 +56,131 @@ struct Avx2F32 {
   }
 };
 
+// e^x for 8 lanes, within 2 ulp for x in [-87.3, 88.3] (larger x clamps to 88.3; attention only
+// evaluates x <= 0); e^x = 0 for x < -87.3
+// (including -inf), which only drops terms below 2^-126 of the largest.
+// Cephes expf: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial, times 2^n.
+inline __m256 exp256(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
+  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+// Sums each of 8 vectors: lane j of the result is the sum of the lanes of d[j].
+inline __m256 reduce8(const __m256* d) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(d[0], d[1]), _mm256_hadd_ps(d[2], d[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(d[4], d[5]), _mm256_hadd_ps(d[6], d[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// Attention for head dims 8*NV: one query row at a time, keys in blocks of 8. The 8 scores of a
+// block come from 8 lane-wise dot products reduced together; e^x is vectorized; the output row
+// stays in NV registers across all keys (online softmax, rescaled when the running max grows).
+template <int NV>
+void attention_rows_avx2(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
+  constexpr size_t hd = 8 * NV;
+  const size_t group = a.hq / a.hkv;
+  const size_t q_ld = a.q_ld ? a.q_ld : a.hq * hd;
+  const size_t k_ld = a.k_ld ? a.k_ld : a.hkv * hd;
+  const size_t v_ld = a.v_ld ? a.v_ld : a.hkv * hd;
+  const size_t o_ld = a.out_ld ? a.out_ld : a.hq * hd;
+  const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  alignas(32) float pb[8];
+  for (size_t h = h0; h < h1; ++h) {
+    const float* kh = a.k + (h / group) * hd;
+    const float* vh = a.v + (h / group) * hd;
+    for (size_t i = i0; i < i1; ++i) {
+      const float* qi = a.q + i * q_ld + h * hd;
+      float* o = a.out + i * o_ld + h * hd;
+      const size_t limit = attn_key_limit(a, i);
+      bool any = limit > 0;
+      if (any && a.key_mask) {
+        any = false;
+        for (size_t j = 0; j < limit && !any; ++j) any = a.key_mask[j] != 0;
+      }
+      if (!any) {  // every key masked: uniform softmax over all Lk keys
+        for (size_t t = 0; t < hd; ++t) o[t] = 0.0f;
+        if (a.lk == 0) continue;
+        const float p = 1.0f / static_cast<float>(a.lk);
+        for (size_t j = 0; j < a.lk; ++j) Avx2F32::axpy(o, p, vh + j * v_ld, hd);
+        continue;
+      }
+      __m256 acc[NV];  // q is read from L1 as memory operands: registers hold acc and scores
+      for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
+      __m256 lsum = _mm256_setzero_ps();
+      float m = -INFINITY;
+      for (size_t j0 = 0; j0 < limit; j0 += 8) {
+        const size_t nk = limit - j0 < 8 ? limit - j0 : 8;
+        __m256 d[8];
+        if (nk == 8) {
+          for (int jj = 0; jj < 8; ++jj) d[jj] = _mm256_mul_ps(_mm256_loadu_ps(qi), _mm256_loadu_ps(kh + (j0 + jj) * k_ld));
+          for (int v = 1; v < NV; ++v)
+            for (int jj = 0; jj < 8; ++jj)
+              d[jj] = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * v), _mm256_loadu_ps(kh + (j0 + jj) * k_ld + 8 * v), d[jj]);
+        } else {
+          for (size_t jj = 0; jj < 8; ++jj) {
+            d[jj] = _mm256_setzero_ps();
+            if (jj < nk) {
+              const float* kj = kh + (j0 + jj) * k_ld;
+              for (int v = 0; v < NV; ++v) d[jj] = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * v), _mm256_loadu_ps(kj + 8 * v), d[jj]);
+            }
+          }
+        }
+        __m256 s = _mm256_mul_ps(reduce8(d), vscale);
+        // lanes past the visible prefix, and padded keys, are masked
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nk)), lane));
+        if (a.key_mask) {
+          for (size_t jj = 0; jj < nk; ++jj) pb[jj] = a.key_mask[j0 + jj] ? 0.0f : -1.0f;
+          for (size_t jj = nk; jj < 8; ++jj) pb[jj] = -1.0f;
+          keep = _mm256_and_ps(keep, _mm256_cmp_ps(_mm256_load_ps(pb), _mm256_setzero_ps(), _CMP_EQ_OQ));
+        }
+        s = _mm256_blendv_ps(ninf, s, keep);
+        const float bm = hmax8(s);
+        if (bm == -INFINITY) continue;  // the whole block is masked
+        if (bm > m) {
+          const __m256 c = _mm256_set1_ps(std::exp(m - bm));  // 0 for the first visible block
+          for (int v = 0; v < NV; ++v) acc[v] = _mm256_mul_ps(acc[v], c);
+          lsum = _mm256_mul_ps(lsum, c);
+          m = bm;
+        }
+        const __m256 p = exp256(_mm256_sub_ps(s, _mm256_set1_ps(m)));
+        lsum = _mm256_add_ps(lsum, p);
+        _mm256_store_ps(pb, p);
+        for (size_t jj = 0; jj < nk; ++jj) {
+          const __m256 pj = _mm256_broadcast_ss(&pb[jj]);
+          const float* vj = vh + (j0 + jj) * v_ld;
+          for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * v), acc[v]);
+        }
+      }
+      const __m256 inv = _mm256_set1_ps(1.0f / hsum8(lsum));
+      for (int v = 0; v < NV; ++v) _mm256_storeu_ps(o + 8 * v, _mm256_mul_ps(acc[v], inv));
+    }
+  }
+}
+
 void attention_avx2(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
-  attention_online<Avx2F32>(a, h0, h1, i0, i1);
+  switch (a.hd) {
+    case 8: return attention_rows_avx2<1>(a, h0, h1, i0, i1);
+    case 16: return attention_rows_avx2<2>(a, h0, h1, i0, i1);
+    case 32: return attention_rows_avx2<4>(a, h0, h1, i0, i1);
+    case 64: return attention_rows_avx2<8>(a, h0, h1, i0, i1);
+    default: return attention_online<Avx2F32>(a, h0, h1, i0, i1);  // any other head size
+  }
 }
 
 void rmsnorm_avx2(const float* x, const float* scale, float* y, size_t rows, size_t dim, float eps) {
@@ -162,17 +285,18 @@ inline void tile(const WB* w, const BlockQ8* x, size_t nb, float* y, size_t ldy)
     for (int r = 0; r < RW; ++r) acc[m][r] = _mm256_setzero_ps();
   for (size_t b = 0; b < nb; ++b) {
     typename P::XQ xq[RM];
-    float xd[RM];
+    __m256 xd[RM];
     for (int m = 0; m < RM; ++m) {
       xq[m] = P::prep(x[m * nb + b]);
-      xd[m] = x[m * nb + b].d;
+      xd[m] = _mm256_set1_ps(x[m * nb + b].d);
     }
     for (int r = 0; r < RW; ++r) {
       const WB& wb = w[r * nb + b];
       const __m256i wv = P::load(wb);
+      const __m256 wd = _mm256_broadcast_ss(&wb.d);  // a load, no shuffle
       for (int m = 0; m < RM; ++m) {
         const __m256i v = P::dot(&wb, wv, xq[m]);
-        acc[m][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(wb.d * xd[m]), acc[m][r]);
+        acc[m][r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), xd[m]), wd, acc[m][r]);
       }
     }
   }

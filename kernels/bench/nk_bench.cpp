@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   struct Shape { const char* what; size_t m, n, k; bool q8w; };
   const Shape shapes[] = {
       {"gemv q4 512x512", 1, 512, 512, false},   {"gemv q4 256x512", 1, 256, 512, false},
-      {"gemv q8 8192x512", 1, 8192, 512, true},  {"gemm q4 M=64 512x512", 64, 512, 512, false},
+      {"gemv q8 8192x512", 1, 8192, 512, true},  {"gemv q8 1024x512", 1, 1024, 512, true},  {"gemm q4 M=64 512x512", 64, 512, 512, false},
       {"gemm q4 M=256 512x512", 256, 512, 512, false}, {"gemm q8 M=64 8192x512", 64, 8192, 512, true},
   };
   for (const Shape& s : shapes) {
@@ -91,6 +91,35 @@ int main(int argc, char** argv) {
       const double wbytes = double(s.n) * nb * (s.q8w ? sizeof(nk::BlockQ8) : sizeof(nk::BlockQ4));
       std::printf("%-24s %-8s %9.2f us  %7.2f GMAC/s  %7.2f GB/s weights\n", s.what, k.name, t * 1e6,
                   macs / t * 1e-9, wbytes / t * 1e-9);
+    }
+  }
+
+  // Attention: 8 query heads, 4 kv heads, hd 64 (prefill: Lq = Lk; decode: one query row).
+  for (size_t L : {size_t(64), size_t(256), size_t(1024)}) {
+    const size_t hq = 8, hkv = 4, hd = 64;
+    auto q = randv(L * hq * hd, 5), kk = randv(L * hkv * hd, 6), v = randv(L * hkv * hd, 7);
+    std::vector<float> o(L * hq * hd);
+    for (nk::Isa isa : nk::supported_isas()) {
+      const nk::Kernels& k = *nk::kernels_for(isa);
+      nk::AttnArgs a;
+      a.q = q.data();
+      a.k = kk.data();
+      a.v = v.data();
+      a.out = o.data();
+      a.lq = L;
+      a.lk = L;
+      a.hq = hq;
+      a.hkv = hkv;
+      a.hd = hd;
+      a.causal = true;
+      const double tp = time_per_call([&] { k.attention(a, 0, hq, 0, L); });
+      a.q_pos0 = L - 1;
+      a.lq = 1;
+      const double td = time_per_call([&] { k.attention(a, 0, hq, 0, 1); });
+      // causal prefill does about half of the L*L score/value work
+      const double flop = 2.0 * 2.0 * hq * hd * (double(L) * (L + 1) / 2);
+      std::printf("attention L=%-5zu %-8s prefill %9.1f us (%6.2f GFLOP/s)  decode step %7.2f us\n", L, k.name,
+                  tp * 1e6, flop / tp * 1e-9, td * 1e6);
     }
   }
 

@@ -4,11 +4,12 @@
 // Bound, per output element (i, h, t). Scores: an f32 dot of length hd plus the scale multiply
 // has |ds_j| <= D_j = (hd + 2) u scale sum_t |q_t k_jt|. A perturbation of the scores changes
 // each softmax weight by a factor within exp(+-2 max_j D_j). Forming p_j = exp(s_j - m) adds
-// relative errors u |s_j - m| (the subtraction) + 2u (exp, rounding); the sums over Lk keys (the
-// normalizer and the weighted sum of v, including the online rescalings) add at most
-// (2 Lk + 4) u relatively. So
-//   |o - o_exact| <= sum_j p_j |v_jt| (2.2 max D + u |s_j - m| + (2 Lk + 8) u)
-// (2.2 instead of 2 covers exp(x) - 1 <= 1.1 x for the small x here; libm expf is within 1 ulp).
+// relative errors u |s_j - m| (the subtraction) + 4u (exp within 2 ulp: libm's expf is within 1,
+// the x86 vector exp within 2, tested below); the sums over Lk keys (the normalizer and the
+// weighted sum of v, including the online rescalings) and the final division add at most
+// (2 Lk + 4) u relatively, and the normalizer's own error enters once more (2u spare). So
+//   |o - o_exact| <= sum_j p_j |v_jt| (2.2 max D + u |s_j - m| + (2 Lk + 10) u)
+// (2.2 instead of 2 covers exp(x) - 1 <= 1.1 x for the small x here).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -90,7 +91,7 @@ void naive(const Case& c, const Data& d, std::vector<double>& out, std::vector<d
           const double vj = d.v[(j * c.hkv + g) * hd + t];
           o += p[j] * vj;
           const double sm = s[j] > -double(FLT_MAX) ? std::fabs(s[j] - mx) : 0.0;
-          b += p[j] * std::fabs(vj) * (2.2 * maxD + kt::kU * sm + (2.0 * c.lk + 8) * kt::kU);
+          b += p[j] * std::fabs(vj) * (2.2 * maxD + kt::kU * sm + (2.0 * c.lk + 10) * kt::kU);
         }
         out[(i * c.hq + h) * hd + t] = o;
         bound[(i * c.hq + h) * hd + t] = b + 1e-30;
@@ -243,3 +244,25 @@ TEST_CASE("attention: explicit scale and strided rows") {
     CHECK(differs);
   }
 }
+
+#if defined(__x86_64__)
+TEST_CASE("x86 vector exp: within 2 ulp on [-87, 88.3], 0 below -87.3 and at -inf") {
+  if (!nk::kernels_for(nk::Isa::avx2)) return;
+  std::vector<float> x = kt::uniform(200000, 600, -87.0f, 88.3f);
+  for (float v : {0.0f, -0.0f, 1.0f, -1.0f, 0.34657359f, -0.34657359f, 1e-8f, -1e-8f, 88.3f, -87.0f}) x.push_back(v);
+  std::vector<float> y(x.size());
+  nk::detail::exp_avx2_for_test(x.data(), y.data(), x.size());
+  double worst = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(double(x[i]));
+    // ulp of the result: 2^(exponent - 23)
+    const double ulp = std::ldexp(1.0, std::ilogb(want) - 23);
+    worst = std::max(worst, std::fabs(double(y[i]) - want) / ulp);
+  }
+  INFO("worst error " << worst << " ulp");
+  CHECK(worst <= 2.0);
+  std::vector<float> low = {-87.5f, -100.0f, -FLT_MAX, -INFINITY}, out(low.size());
+  nk::detail::exp_avx2_for_test(low.data(), out.data(), low.size());
+  for (float v : out) CHECK(v == 0.0f);
+}
+#endif
