@@ -38,8 +38,114 @@ struct NeonF32 {
   }
 };
 
+// e^x for 4 lanes, within 2 ulp for x in [-87.3, 88.3] (larger x clamps; attention only
+// evaluates x <= 0); 0 for x < -87.3 (including -inf). Same Cephes scheme as the x86 exp256.
+inline float32x4_t exp128(float32x4_t x) {
+  const uint32x4_t underflow = vcltq_f32(x, vdupq_n_f32(-87.3f));
+  x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.3f));
+  const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+  float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t y = vdupq_n_f32(1.9875691500e-4f);
+  y = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), y, r);
+  y = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), y, r);
+  y = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), y, r);
+  y = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), y, r);
+  y = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), y, r);
+  y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), y, vmulq_f32(r, r));
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  const float32x4_t res = vmulq_f32(y, vreinterpretq_f32_s32(e));
+  return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(res), underflow));
+}
+
+// Attention for head dims 4*NV: one query row at a time, keys in blocks of 4 whose scores are
+// reduced together with pairwise adds, vectorized exp, the output row kept in NV registers.
+template <int NV>
+void attention_rows_neon(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
+  constexpr size_t hd = 4 * NV;
+  const size_t group = a.hq / a.hkv;
+  const size_t q_ld = a.q_ld ? a.q_ld : a.hq * hd;
+  const size_t k_ld = a.k_ld ? a.k_ld : a.hkv * hd;
+  const size_t v_ld = a.v_ld ? a.v_ld : a.hkv * hd;
+  const size_t o_ld = a.out_ld ? a.out_ld : a.hq * hd;
+  const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const uint32x4_t lane = {0, 1, 2, 3};
+  float pb[4];
+  for (size_t h = h0; h < h1; ++h) {
+    const float* kh = a.k + (h / group) * hd;
+    const float* vh = a.v + (h / group) * hd;
+    for (size_t i = i0; i < i1; ++i) {
+      const float* qi = a.q + i * q_ld + h * hd;
+      float* o = a.out + i * o_ld + h * hd;
+      const size_t limit = attn_key_limit(a, i);
+      bool any = limit > 0;
+      if (any && a.key_mask) {
+        any = false;
+        for (size_t j = 0; j < limit && !any; ++j) any = a.key_mask[j] != 0;
+      }
+      if (!any) {  // every key masked: uniform softmax over all Lk keys
+        for (size_t t = 0; t < hd; ++t) o[t] = 0.0f;
+        if (a.lk == 0) continue;
+        const float p = 1.0f / static_cast<float>(a.lk);
+        for (size_t j = 0; j < a.lk; ++j) NeonF32::axpy(o, p, vh + j * v_ld, hd);
+        continue;
+      }
+      float32x4_t q[NV], acc[NV];
+      for (int v = 0; v < NV; ++v) {
+        q[v] = vld1q_f32(qi + 4 * v);
+        acc[v] = vdupq_n_f32(0.0f);
+      }
+      float32x4_t lsum = vdupq_n_f32(0.0f);
+      float m = -INFINITY;
+      for (size_t j0 = 0; j0 < limit; j0 += 4) {
+        const size_t nk = limit - j0 < 4 ? limit - j0 : 4;
+        float32x4_t d[4];
+        for (size_t jj = 0; jj < 4; ++jj) {
+          d[jj] = vdupq_n_f32(0.0f);
+          if (jj < nk) {
+            const float* kj = kh + (j0 + jj) * k_ld;
+            for (int v = 0; v < NV; ++v) d[jj] = vfmaq_f32(d[jj], q[v], vld1q_f32(kj + 4 * v));
+          }
+        }
+        float32x4_t s = vmulq_n_f32(vpaddq_f32(vpaddq_f32(d[0], d[1]), vpaddq_f32(d[2], d[3])), scale);
+        uint32x4_t keep = vcltq_u32(lane, vdupq_n_u32(static_cast<uint32_t>(nk)));
+        if (a.key_mask) {
+          uint32_t km[4];
+          for (size_t jj = 0; jj < 4; ++jj) km[jj] = jj < nk && a.key_mask[j0 + jj] ? ~0u : 0u;
+          keep = vandq_u32(keep, vld1q_u32(km));
+        }
+        s = vbslq_f32(keep, s, vdupq_n_f32(-INFINITY));
+        const float bm = vmaxvq_f32(s);
+        if (bm == -INFINITY) continue;  // the whole block is masked
+        if (bm > m) {
+          const float c = std::exp(m - bm);  // 0 for the first visible block
+          for (int v = 0; v < NV; ++v) acc[v] = vmulq_n_f32(acc[v], c);
+          lsum = vmulq_n_f32(lsum, c);
+          m = bm;
+        }
+        const float32x4_t p = exp128(vsubq_f32(s, vdupq_n_f32(m)));
+        lsum = vaddq_f32(lsum, p);
+        vst1q_f32(pb, p);
+        for (size_t jj = 0; jj < nk; ++jj) {
+          const float* vj = vh + (j0 + jj) * v_ld;
+          for (int v = 0; v < NV; ++v) acc[v] = vfmaq_n_f32(acc[v], vld1q_f32(vj + 4 * v), pb[jj]);
+        }
+      }
+      const float inv = 1.0f / vaddvq_f32(lsum);
+      for (int v = 0; v < NV; ++v) vst1q_f32(o + 4 * v, vmulq_n_f32(acc[v], inv));
+    }
+  }
+}
+
 void attention_neon(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
-  attention_online<NeonF32>(a, h0, h1, i0, i1);
+  switch (a.hd) {
+    case 4: return attention_rows_neon<1>(a, h0, h1, i0, i1);
+    case 8: return attention_rows_neon<2>(a, h0, h1, i0, i1);
+    case 16: return attention_rows_neon<4>(a, h0, h1, i0, i1);
+    case 32: return attention_rows_neon<8>(a, h0, h1, i0, i1);
+    case 64: return attention_rows_neon<16>(a, h0, h1, i0, i1);
+    default: return attention_online<NeonF32>(a, h0, h1, i0, i1);  // any other head size
+  }
 }
 
 void rmsnorm_neon(const float* x, const float* scale, float* y, size_t rows, size_t dim, float eps) {

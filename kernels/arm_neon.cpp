@@ -25,4 +25,13 @@ const Kernels kNeon = {
 
 const Kernels& neon_kernels() { return kNeon; }
 
+void exp_neon_for_test(const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; i += 4) {
+    float in[4] = {}, out[4];
+    for (size_t j = 0; j < 4 && i + j < n; ++j) in[j] = x[i + j];
+    vst1q_f32(out, exp128(vld1q_f32(in)));
+    for (size_t j = 0; j < 4 && i + j < n; ++j) y[i + j] = out[j];
+  }
+}
+
 }  // namespace nk::detail

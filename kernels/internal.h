@@ -20,6 +20,8 @@ void exp_avx2_for_test(const float* x, float* y, size_t n);
 #if defined(__aarch64__)
 const Kernels& neon_kernels();
 const Kernels& neondot_kernels();
+// The vectorized e^x of the NEON attention (arm_neon.cpp), exposed for its accuracy test.
+void exp_neon_for_test(const float* x, float* y, size_t n);
 #endif
 
 // The online-softmax attention over scalar loops (ref.cpp): tests compare block sizes with it.
