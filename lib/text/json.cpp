@@ -744,4 +744,6 @@ bool equal(const Value& a, const Value& b) {
   }
 }
 
+bool valid_utf8(std::string_view s) { return simdjson::validate_utf8(s.data(), s.size()); }
+
 }  // namespace needle::json

@@ -63,6 +63,9 @@ std::string dump_sorted(const Value& v);
 // Python's `repr(float)`: shortest round-trip ("0.1", "1e-05", "1e+16", "5.0", "inf"...).
 std::string python_float_repr(double d);
 
+// Whether `s` is valid UTF-8 (simdjson's validator).
+bool valid_utf8(std::string_view s);
+
 // Python `==` on json.loads results: 1 == 1.0, objects compare regardless of key order.
 bool equal(const Value& a, const Value& b);
 

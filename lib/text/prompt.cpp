@@ -176,7 +176,9 @@ std::vector<uint8_t> answer_token_classes(std::string_view answer_text, std::spa
   for (const auto& sp : spans) {
     size_t b = std::min<size_t>(sp.begin, cls.size()), e = std::min<size_t>(sp.end, cls.size());
     if (b >= e) {
-      out.push_back(out.empty() ? 0 : out.back());
+      // Leading byte pieces of a character (the last one carries the span) and the dummy
+      // prefix: the class of the character that starts here.
+      out.push_back(b < cls.size() ? cls[b] : (out.empty() ? 0 : out.back()));
       continue;
     }
     out.push_back(*std::max_element(cls.begin() + static_cast<ptrdiff_t>(b), cls.begin() + static_cast<ptrdiff_t>(e)));

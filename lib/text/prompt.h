@@ -63,8 +63,10 @@ inline constexpr float kClassWeights[4] = {1.0f, 2.0f, 4.0f, 1.5f};
 //           "arguments"). A call list may also be a single call object. Text that is not
 //           JSON is all Base.
 std::vector<uint8_t> answer_char_classes(std::string_view answer_text);
-// Per token: the max class over the bytes of its span. A token with an empty span (a byte
-// piece continuing a character, the dummy-prefix space alone) takes the previous token's class.
+// Per token: the max class over the bytes of its span. A token with an empty span (SentencePiece
+// gives the byte pieces of one character empty spans except the last, which spans the whole
+// character; the dummy-prefix space alone is empty too) takes the class of the byte at its
+// begin (the previous token's class at the end of the text).
 std::vector<uint8_t> answer_token_classes(std::string_view answer_text, std::span<const TokenSpan> spans);
 // Same, from each token's surface text (Tokenizer::piece_text): tokens are aligned to the
 // text in order; a leading space the text lacks (SentencePiece's dummy prefix) is skipped.

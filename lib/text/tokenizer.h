@@ -37,8 +37,8 @@ enum class PieceKind : uint8_t {
 };
 
 // One encoded token with the byte span [begin, end) of the input text it covers. SentencePiece
-// gives the byte pieces of one character the character's span on the first piece and an empty
-// span on the others; the dummy-prefix space covers no input bytes.
+// gives the byte pieces of one character empty spans at the character's start, except the
+// last, which spans the whole character; the dummy-prefix space covers no input bytes.
 struct TokenSpan {
   int id = 0;
   uint32_t begin = 0;

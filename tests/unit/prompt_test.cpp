@@ -94,12 +94,26 @@ TEST_CASE("prompt: answer character classes", "[prompt]") {
 
 TEST_CASE("prompt: token classes take the max over each token's bytes", "[prompt]") {
   std::string a = R"([{"name":"f","arguments":{"x":"ab"}}])";
-  // Spans chosen by hand: "[{", "\"name\":\"", "f\",", ... ; one empty span continues the last class.
+  // Spans chosen by hand: "[{", "\"name\":\"", "f\",", ... ; an empty span takes the class of
+  // the byte where it starts (byte pieces before the one that carries the character's span).
   std::vector<TokenSpan> spans = {{10, 0, 2}, {11, 2, 10}, {12, 10, 13}, {13, 13, 27}, {14, 27, 29},
-                                  {15, 29, 32}, {16, 32, 33}, {17, 33, 33}, {18, 33, 37}};
-  CHECK(classes_str(answer_token_classes(a, spans)) == "001032220");
-  std::vector<std::string> pieces = {" [{", "\"name\":\"", "f\",", "\"arguments\":{\"", "x\"", ":\"a", "b", "", "\"}}]"};
-  CHECK(classes_str(answer_token_classes(a, pieces)) == "001032220");
+                                  {15, 29, 32}, {16, 32, 32}, {17, 32, 33}, {18, 33, 37}, {19, 37, 37}};
+  CHECK(classes_str(answer_token_classes(a, spans)) == "0010322200");
+  std::vector<std::string> pieces = {" [{", "\"name\":\"", "f\",", "\"arguments\":{\"", "x\"", ":\"a", "b", "\"}}]", ""};
+  CHECK(classes_str(answer_token_classes(a, pieces)) == "001032200");
+  // Real spans: a character split into byte pieces gives every piece the character's class.
+  auto tok = Tokenizer::from_file(NEEDLE_TEST_DATA "/tiny_tok.model");
+  REQUIRE(tok.is_ok());
+  std::string b = "[{\"name\":\"f\",\"arguments\":{\"x\":\"\xe6\x97\xa5\"}}]";
+  auto real = tok->encode_with_spans(b);
+  auto cls = answer_token_classes(b, real);
+  size_t bytes = 0;
+  for (size_t i = 0; i < real.size(); ++i)
+    if (tok->kind(real[i].id) == PieceKind::Byte) {
+      CHECK(cls[i] == 2);
+      ++bytes;
+    }
+  CHECK(bytes == 3);
 }
 
 TEST_CASE("prompt: decoder example layout", "[prompt]") {
