@@ -164,10 +164,11 @@ void rmsnorm_neon(const float* x, const float* scale, float* y, size_t rows, siz
 
 void rope_neon(float* x, size_t rows, size_t ld, size_t heads, size_t hd, size_t pos0, float theta) {
   const size_t half = hd / 2;
-  float* cs = scratch_floats(hd, 2);
-  float* sn = cs + half;
+  float* buf = rope_scratch(hd, theta);
+  const float* cs = buf + half;
+  const float* sn = buf + 2 * half;
   for (size_t r = 0; r < rows; ++r) {
-    rope_table(pos0 + r, hd, theta, cs, sn);
+    rope_angles(pos0 + r, half, buf);
     for (size_t h = 0; h < heads; ++h) {
       float* x1p = x + r * ld + h * hd;
       float* x2p = x1p + half;

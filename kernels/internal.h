@@ -45,15 +45,34 @@ inline size_t attn_key_limit(const AttnArgs& a, size_t i) {
   return min_sz(limit, a.k_valid);
 }
 
-// cos/sin of pos * freq_i for i < half, freq_i = 1 / theta^(2i/hd) in f32 as the reference
-// model computes it (angle rounded to f32, then cos/sin evaluated accurately).
-inline void rope_table(size_t pos, size_t hd, float theta, float* cs, float* sn) {
+// RoPE tables. freq_i = 1 / theta^(2i/hd) for i < hd/2, in f32 as the reference model computes
+// it, cached per thread (decode calls rope with one row at a time). Returns 3 * hd/2 floats of
+// thread-local scratch: [freq | cos | sin]; rope_angles fills cos/sin for one position (the
+// angle rounded to f32 like the reference, then cosf/sinf, within 1 ulp).
+inline float* rope_scratch(size_t hd, float theta) {
+  thread_local size_t cached_hd = 0;
+  thread_local float cached_theta = 0.0f;
+  thread_local float* cached_buf = nullptr;
   const size_t half = hd / 2;
+  float* buf = scratch_floats(3 * half, 2);
+  if (buf != cached_buf || hd != cached_hd || theta != cached_theta) {
+    for (size_t i = 0; i < half; ++i)
+      buf[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+    cached_hd = hd;
+    cached_theta = theta;
+    cached_buf = buf;
+  }
+  return buf;
+}
+
+inline void rope_angles(size_t pos, size_t half, float* buf) {
+  const float* freq = buf;
+  float* cs = buf + half;
+  float* sn = buf + 2 * half;
   for (size_t i = 0; i < half; ++i) {
-    const float freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
-    const float ang = static_cast<float>(pos) * freq;
-    cs[i] = static_cast<float>(std::cos(static_cast<double>(ang)));
-    sn[i] = static_cast<float>(std::sin(static_cast<double>(ang)));
+    const float ang = static_cast<float>(pos) * freq[i];
+    cs[i] = std::cos(ang);
+    sn[i] = std::sin(ang);
   }
 }
 

@@ -28,14 +28,22 @@ double now(bool cpu) {
 template <class F>
 double time_per_call(F&& f, bool cpu = true) {
   f();
+  // calls per clock read: enough for ~50 us, so reading the clock (slow in a VM) does not count
+  size_t batch = 1;
+  for (;;) {
+    const double t0 = now(cpu);
+    for (size_t i = 0; i < batch; ++i) f();
+    if (now(cpu) - t0 > 50e-6 || batch >= (1u << 20)) break;
+    batch *= 2;
+  }
   double best = 1e30;
   for (int trial = 0; trial < 7; ++trial) {
     size_t iters = 0;
     const double t0 = now(cpu);
     double el = 0;
     do {
-      for (int i = 0; i < 4; ++i) f();
-      iters += 4;
+      for (size_t i = 0; i < batch; ++i) f();
+      iters += batch;
       el = now(cpu) - t0;
     } while (el < g_secs / 7);
     best = std::min(best, el / static_cast<double>(iters));
@@ -92,6 +100,21 @@ int main(int argc, char** argv) {
       std::printf("%-24s %-8s %9.2f us  %7.2f GMAC/s  %7.2f GB/s weights\n", s.what, k.name, t * 1e6,
                   macs / t * 1e-9, wbytes / t * 1e-9);
     }
+  }
+
+  // Element-wise kernels at decode size (one row of d = 512), to judge whether fusing them pays.
+  {
+    const size_t d = 512;
+    auto x = randv(d, 8), sc = randv(d, 9), y2 = randv(d, 10);
+    std::vector<float> out(d);
+    std::vector<nk::BlockQ8> q(nk::blocks_per_row(d));
+    const nk::Kernels& k = nk::kernels();
+    const double tq = time_per_call([&] { k.quantize_q8(x.data(), d, q.data(), 1, d); });
+    const double tn = time_per_call([&] { k.rmsnorm(x.data(), sc.data(), out.data(), 1, d, 1e-6f); });
+    const double tr = time_per_call([&] { k.rope(out.data(), 1, d, 8, 64, 100, 10000.0f); });
+    const double tg = time_per_call([&] { k.gated_residual(out.data(), y2.data(), 0.3f, d); });
+    std::printf("%s, one row of 512: quantize_q8 %.3f us, rmsnorm %.3f us, rope (8x64) %.3f us, gated_residual %.3f us\n",
+                k.name, tq * 1e6, tn * 1e6, tr * 1e6, tg * 1e6);
   }
 
   // Attention: 8 query heads, 4 kv heads, hd 64 (prefill: Lq = Lk; decode: one query row).
