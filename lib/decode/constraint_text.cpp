@@ -12,9 +12,13 @@ TokenVocab vocab_from_tokenizer(const text::Tokenizer& tok) {
   if (n > text::kToolCallId && tok.kind(text::kToolCallId) == text::PieceKind::UserDefined)
     v.lead_ids = {text::kToolCallId};
   v.reference_bytes = v.bytes;
-  for (int i = 0; i < n; ++i)
-    if (tok.kind(i) == text::PieceKind::UserDefined)
-      v.reference_bytes[static_cast<size_t>(i)] = tok.piece(i);
+  // The original's build_token_strings: only control and unknown ids are empty; user-defined
+  // and unused pieces keep their spelling (U+2581 as a space).
+  for (int i = 0; i < n; ++i) {
+    const auto k = tok.kind(i);
+    if (k == text::PieceKind::UserDefined || k == text::PieceKind::Unused)
+      v.reference_bytes[static_cast<size_t>(i)] = piece_surface(tok.piece(i), false);
+  }
   return v;
 }
 
