@@ -25,6 +25,9 @@ Result<std::unique_ptr<Generator>> Generator::create(std::shared_ptr<const Engin
 void postprocess(std::string text, const text::ToolSet& tools, Generation& g) {
   constexpr std::string_view kLead = "<tool_call>";
   if (text.rfind(kLead, 0) == 0) text.erase(0, kLead.size());
+  // The space SentencePiece puts before the first piece after <tool_call> is not output.
+  const size_t b = text.find_first_not_of(" \t\r\n");
+  text.erase(0, b == std::string::npos ? text.size() : b);
   g.text = std::move(text);
   auto v = json::parse(g.text);
   g.parsed = v.is_ok();

@@ -1,6 +1,7 @@
 #include "eval/jsonl.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -34,11 +35,17 @@ struct JsonlReader::State {
     for (;;) {
       if (pos == len) {
         if (eof) break;
-        len = std::fread(buf.data(), 1, buf.size(), file);
+        // read(2), not fread: it returns what a pipe has now, so a co-process that writes
+        // one line and waits for the answer is served at once.
+        ssize_t r;
+        do {
+          r = ::read(fileno(file), buf.data(), buf.size());
+        } while (r < 0 && errno == EINTR);
         pos = 0;
-        if (len == 0) {
+        len = r > 0 ? size_t(r) : 0;
+        if (r <= 0) {
           eof = true;
-          if (std::ferror(file)) {
+          if (r < 0) {
             ++line_no;
             return Got::ReadError;
           }
