@@ -106,3 +106,38 @@ TEST_CASE("e2e: int4 needle-run gives the original's calls", "[e2e]") {
   run_goldens(WeightType::Int4, decode::ConstrainMode::Schema, "f32_constrained", false);
   run_goldens(WeightType::Int4, decode::ConstrainMode::Reference, "bf16_constrained", false);
 }
+
+#include "eval/loss.h"
+#include "text/prompt.h"
+
+TEST_CASE("e2e: teacher-forced loss equals the original's per example", "[e2e]") {
+  if (!fixtures::exists(fixtures::shared("e2e/e2e_model.pkl"))) {
+    WARN("SKIPPED: shared e2e fixtures not present");
+    return;
+  }
+  auto e = load(WeightType::F32);
+  Engine engine(e->weights, 2);
+  auto reader = eval::NeedleExampleReader::open(fixtures::shared("e2e/goldens.jsonl"));
+  REQUIRE(reader.is_ok());
+  eval::NeedleExample ex;
+  int n = 0;
+  double worst = 0;
+  while (reader->next(ex)) {
+    auto tools = text::parse_tools(ex.tools);
+    REQUIRE(tools.is_ok());
+    auto enc = text::build_encoder_input(e->tok, ex.query, *tools);
+    auto dec = text::build_decoder_example(e->tok, text::answer_model_text(ex.answers));
+    REQUIRE(dec.is_ok());
+    std::vector<int32_t> ei(enc.ids.begin(), enc.ids.end()), di(dec->input.begin(), dec->input.end()),
+        tg(dec->target.begin(), dec->target.end());
+    auto l = eval::teacher_forced_loss(engine, ei, di, tg);
+    CHECK(l.tokens == (size_t)ex.line.find("loss_tokens")->number);
+    // f32 logits agree to ~1e-6 relative; a per-token CE of size c differs by ~|logit| * 1e-6.
+    const double want = ex.line.find("loss_sum")->number;
+    worst = std::max(worst, std::abs(l.sum - want));
+    CHECK(std::abs(l.sum - want) <= 1e-4 + 1e-4 * std::abs(want));
+    ++n;
+  }
+  CHECK(n == 144);
+  WARN("worst |loss_sum - original| = " << worst);
+}
