@@ -1,0 +1,585 @@
+// The model's training forward and backward, top to bottom:
+//
+//   encoder:  x = embed(src) * sqrt(d)
+//             per layer  x += sigmoid(g) * drop(SelfAttn(ZCRMSNorm(x)))      (RoPE, keys by enc_seg)
+//             enc = ZCRMSNorm(x)                                               (final_norm)
+//   decoder:  x = embed(tgt_in) * sqrt(d)
+//             per layer  x += sigmoid(g_s) * drop(SelfAttn(ZCRMSNorm_0(x)))   (RoPE, causal, keys by dec_seg)
+//                        x += sigmoid(g_c) * drop(CrossAttn(ZCRMSNorm_1(x), enc))  (keys by enc_seg)
+//             h = ZCRMSNorm(x);  logits = h E^T  (tied embedding)
+//   text loss: weighted CE + z-loss over target positions with dec_seg > 0
+//   contrastive: mean-pool(enc) -> Dense+bias -> ReLU -> Dense -> L2 normalize; CLIP loss.
+//
+// The backward walks the same list in reverse. Every *_backward accumulates (train/ops.h).
+#include "train/grad.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <tuple>
+
+#include "train/matmul.h"
+#include "train/ops.h"
+
+namespace needle::train {
+namespace {
+
+using Vec = std::vector<float>;
+using Attn = AttnT<Vec>;
+
+// What a pass reads: the config, the weights, the threads, and dropout.
+struct Ctx {
+  const Config& c;
+  const Params& p;
+  nk::ThreadPool* pool;
+  float dropout;
+  uint64_t key;
+
+  Dropout drop(uint64_t site) const {
+    if (dropout <= 0.0f) return {};
+    uint64_t z = key ^ (site * 0x9E3779B97F4A7C15ull + 0xD1B54A32D192ED03ull);
+    z = (z ^ (z >> 31)) * 0xBF58476D1CE4E5B9ull;
+    return Dropout{dropout, z ^ (z >> 29)};
+  }
+};
+
+// Dropout sites: a distinct mask per residual branch (and per encoder use within a pass).
+enum : uint64_t { kSiteEncoder = 1u << 20, kSiteDecSelf = 2u << 20, kSiteDecCross = 3u << 20 };
+
+Vec zeros(size_t n) { return Vec(n, 0.0f); }
+
+// =============================================================================================
+// One attention sub-layer with its pre-norm and gated residual:
+//   x += sigmoid(gate) * drop( out_proj( attention( rope(q_norm(h Wq)), rope(k_norm(kv Wk)), kv Wv ) ) ),
+//   h = ZCRMSNorm(x), kv = h (self-attention) or the encoder output (cross-attention).
+
+struct BlockShape {
+  int B = 0, Lq = 0, Lk = 0;
+  bool self = true;  // kv input is h itself (and RoPE applies)
+  bool causal = false;
+  const uint8_t* key_valid = nullptr;  // [B*Lk]
+};
+
+struct AttnActs {
+  Vec x_in;             // residual stream entering the block [T, d]
+  Vec h, rstd;          // ZCRMSNorm(x_in), its 1/rms [T]
+  Vec q_raw, q_rstd, q; // h Wq^T; q after q_norm (+ RoPE)          [T, d]
+  Vec k_raw, k_rstd, k; // kv Wk^T; k after k_norm (+ RoPE)         [Tk, kv]
+  Vec v;                // kv Wv^T                                  [Tk, kv]
+  Vec ctx, y;           // attention output, out_proj(ctx)          [T, d]
+};
+
+void attn_block_forward(const Ctx& cx, AttnActs& a, Vec& x, const float* kv_in, const BlockShape& s, const Attn& w,
+                        const Vec& norm, float gate, const Dropout& drop) {
+  const Config& c = cx.c;
+  const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
+  const int T = s.B * s.Lq, Tk = s.B * s.Lk;
+  a.x_in = x;
+  a.h.resize((size_t)T * d);
+  a.rstd.resize((size_t)T);
+  rmsnorm_forward(a.h.data(), a.rstd.data(), x.data(), norm.data(), T, d);
+  const float* kv = s.self ? a.h.data() : kv_in;
+
+  a.q_raw.resize((size_t)T * d);
+  a.q.resize((size_t)T * d);
+  a.q_rstd.resize((size_t)T * H);
+  matmul_forward(a.q_raw.data(), a.h.data(), w.q.data(), T, d, d, cx.pool);
+  rmsnorm_forward(a.q.data(), a.q_rstd.data(), a.q_raw.data(), w.q_norm.data(), T * H, hd);
+
+  a.k_raw.resize((size_t)Tk * kvd);
+  a.k.resize((size_t)Tk * kvd);
+  a.k_rstd.resize((size_t)Tk * Hkv);
+  a.v.resize((size_t)Tk * kvd);
+  matmul_forward(a.k_raw.data(), kv, w.k.data(), Tk, d, kvd, cx.pool);
+  matmul_forward(a.v.data(), kv, w.v.data(), Tk, d, kvd, cx.pool);
+  rmsnorm_forward(a.k.data(), a.k_rstd.data(), a.k_raw.data(), w.k_norm.data(), Tk * Hkv, hd);
+
+  if (s.self) {
+    rope_forward(a.q.data(), s.B, s.Lq, H, hd, c.rope_theta);
+    rope_forward(a.k.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
+  }
+  a.ctx.resize((size_t)T * d);
+  const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
+  attention_forward(a.ctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid, as, cx.pool);
+  a.y.resize((size_t)T * d);
+  matmul_forward(a.y.data(), a.ctx.data(), w.o.data(), T, d, d, cx.pool);
+
+  residual_forward(x.data(), a.y.data(), gate, drop, x.size());
+}
+
+// dx: gradient of the residual stream after the block on entry, before it on return.
+// d_kv_in: for cross-attention, receives the gradient of the encoder output.
+void attn_block_backward(const Ctx& cx, const AttnActs& a, Vec& dx, const float* kv_in, float* d_kv_in,
+                         const BlockShape& s, const Attn& w, const Vec& norm, float gate, const Dropout& drop, Attn& gw,
+                         Vec& gnorm, float* dgate) {
+  const Config& c = cx.c;
+  const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
+  const int T = s.B * s.Lq, Tk = s.B * s.Lk;
+
+  Vec dy = zeros((size_t)T * d);
+  residual_backward(dy.data(), dgate, dx.data(), a.y.data(), gate, drop, dy.size());
+
+  Vec dctx = zeros((size_t)T * d);
+  matmul_backward(dctx.data(), gw.o.data(), dy.data(), a.ctx.data(), w.o.data(), T, d, d, cx.pool);
+
+  Vec dq = zeros((size_t)T * d), dk = zeros((size_t)Tk * kvd), dv = zeros((size_t)Tk * kvd);
+  const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
+  attention_backward(dq.data(), dk.data(), dv.data(), dctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid,
+                     as, cx.pool);
+  if (s.self) {
+    rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta);
+    rope_backward(dk.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
+  }
+  Vec dq_raw = zeros(dq.size()), dk_raw = zeros(dk.size());
+  rmsnorm_backward(dq_raw.data(), gw.q_norm.data(), dq.data(), a.q_raw.data(), a.q_rstd.data(), w.q_norm.data(),
+                   T * H, hd);
+  rmsnorm_backward(dk_raw.data(), gw.k_norm.data(), dk.data(), a.k_raw.data(), a.k_rstd.data(), w.k_norm.data(),
+                   Tk * Hkv, hd);
+
+  Vec dh = zeros((size_t)T * d);
+  matmul_backward(dh.data(), gw.q.data(), dq_raw.data(), a.h.data(), w.q.data(), T, d, d, cx.pool);
+  const float* kv = s.self ? a.h.data() : kv_in;
+  float* dkv = s.self ? dh.data() : d_kv_in;
+  matmul_backward(dkv, gw.k.data(), dk_raw.data(), kv, w.k.data(), Tk, d, kvd, cx.pool);
+  matmul_backward(dkv, gw.v.data(), dv.data(), kv, w.v.data(), Tk, d, kvd, cx.pool);
+
+  // The residual path passes dx through unchanged; the norm adds its share.
+  rmsnorm_backward(dx.data(), gnorm.data(), dh.data(), a.x_in.data(), a.rstd.data(), norm.data(), T, d);
+}
+
+// =============================================================================================
+// Encoder
+
+struct EncoderActs {
+  int B = 0, L = 0;
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> valid;  // key mask [B*L]
+  std::vector<AttnActs> layers;
+  Vec x_last, rstd;  // input of final_norm, its 1/rms
+  Vec out;           // final-normed encoder output [B*L, d]
+  uint64_t site = 0; // dropout site base (distinct per encoder use in a pass)
+};
+
+void encoder_forward(const Ctx& cx, EncoderActs& a) {
+  const Config& c = cx.c;
+  const int d = c.d_model, T = a.B * a.L;
+  Vec x((size_t)T * d);
+  embedding_forward(x.data(), a.tokens.data(), T, cx.p.embedding.data(), d);
+  a.layers.resize(cx.p.encoder.size());
+  const BlockShape s{a.B, a.L, a.L, /*self=*/true, /*causal=*/false, a.valid.data()};
+  for (size_t l = 0; l < cx.p.encoder.size(); ++l) {
+    const auto& L = cx.p.encoder[l];
+    attn_block_forward(cx, a.layers[l], x, nullptr, s, L.attn, L.norm, L.gate[0], cx.drop(a.site + l));
+  }
+  a.x_last = std::move(x);
+  a.out.resize((size_t)T * d);
+  a.rstd.resize((size_t)T);
+  rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.encoder_norm.data(), T, d);
+}
+
+void encoder_backward(const Ctx& cx, const EncoderActs& a, const Vec& d_out, Params& g) {
+  const Config& c = cx.c;
+  const int d = c.d_model, T = a.B * a.L;
+  Vec dx = zeros((size_t)T * d);
+  rmsnorm_backward(dx.data(), g.encoder_norm.data(), d_out.data(), a.x_last.data(), a.rstd.data(),
+                   cx.p.encoder_norm.data(), T, d);
+  const BlockShape s{a.B, a.L, a.L, true, false, a.valid.data()};
+  for (size_t l = cx.p.encoder.size(); l-- > 0;) {
+    const auto& L = cx.p.encoder[l];
+    auto& G = g.encoder[l];
+    attn_block_backward(cx, a.layers[l], dx, nullptr, nullptr, s, L.attn, L.norm, L.gate[0], cx.drop(a.site + l),
+                        G.attn, G.norm, &G.gate[0]);
+  }
+  embedding_backward(g.embedding.data(), dx.data(), a.tokens.data(), T, d);
+}
+
+// =============================================================================================
+// Decoder (teacher-forced)
+
+struct DecoderActs {
+  int B = 0, L = 0;
+  std::vector<uint8_t> valid;  // self-attention key mask [B*L]
+  std::vector<AttnActs> self, cross;
+  Vec x_last, rstd;
+  Vec out;  // final-normed [B*L, d]
+};
+
+void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, const EncoderActs& enc) {
+  const Config& c = cx.c;
+  const int d = c.d_model, T = a.B * a.L;
+  Vec x((size_t)T * d);
+  embedding_forward(x.data(), batch.tgt_in.data(), T, cx.p.embedding.data(), d);
+  const size_t n = cx.p.decoder.size();
+  a.self.resize(n);
+  a.cross.resize(n);
+  const BlockShape ss{a.B, a.L, a.L, /*self=*/true, /*causal=*/true, a.valid.data()};
+  const BlockShape cs{a.B, a.L, enc.L, /*self=*/false, /*causal=*/false, enc.valid.data()};
+  for (size_t l = 0; l < n; ++l) {
+    const auto& L = cx.p.decoder[l];
+    attn_block_forward(cx, a.self[l], x, nullptr, ss, L.self_attn, L.norm_self, L.gate_self[0],
+                       cx.drop(kSiteDecSelf + l));
+    attn_block_forward(cx, a.cross[l], x, enc.out.data(), cs, L.cross_attn, L.norm_cross, L.gate_cross[0],
+                       cx.drop(kSiteDecCross + l));
+  }
+  a.x_last = std::move(x);
+  a.out.resize((size_t)T * d);
+  a.rstd.resize((size_t)T);
+  rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.decoder_norm.data(), T, d);
+}
+
+// d_out: gradient of the final-normed decoder output; adds the encoder output's gradient to d_enc.
+void decoder_backward(const Ctx& cx, const DecoderActs& a, const TextBatch& batch, const EncoderActs& enc,
+                      const Vec& d_out, Vec& d_enc, Params& g) {
+  const Config& c = cx.c;
+  const int d = c.d_model, T = a.B * a.L;
+  Vec dx = zeros((size_t)T * d);
+  rmsnorm_backward(dx.data(), g.decoder_norm.data(), d_out.data(), a.x_last.data(), a.rstd.data(),
+                   cx.p.decoder_norm.data(), T, d);
+  const BlockShape ss{a.B, a.L, a.L, true, true, a.valid.data()};
+  const BlockShape cs{a.B, a.L, enc.L, false, false, enc.valid.data()};
+  for (size_t l = cx.p.decoder.size(); l-- > 0;) {
+    const auto& L = cx.p.decoder[l];
+    auto& G = g.decoder[l];
+    attn_block_backward(cx, a.cross[l], dx, enc.out.data(), d_enc.data(), cs, L.cross_attn, L.norm_cross,
+                        L.gate_cross[0], cx.drop(kSiteDecCross + l), G.cross_attn, G.norm_cross, &G.gate_cross[0]);
+    attn_block_backward(cx, a.self[l], dx, nullptr, nullptr, ss, L.self_attn, L.norm_self, L.gate_self[0],
+                        cx.drop(kSiteDecSelf + l), G.self_attn, G.norm_self, &G.gate_self[0]);
+  }
+  embedding_backward(g.embedding.data(), dx.data(), batch.tgt_in.data(), T, d);
+}
+
+// =============================================================================================
+// Output head (logits = h E^T over the target positions only) and the text loss.
+
+struct LmActs {
+  std::vector<int> rows;  // decoder rows with dec_seg > 0
+  Vec h;                  // their final-normed states [R, d]
+  Vec probs;              // softmax(logits) [R, V]
+  std::vector<double> lse;
+};
+
+TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, const TextBatch& batch,
+                           const LossOptions& opt) {
+  const Config& c = cx.c;
+  const int d = c.d_model, V = c.vocab_size;
+  a.rows.clear();
+  for (int r = 0; r < batch.batch * batch.dec_len; ++r)
+    if (batch.dec_seg[(size_t)r] > 0) a.rows.push_back(r);
+  const int R = (int)a.rows.size();
+  a.h.resize((size_t)R * d);
+  for (int i = 0; i < R; ++i)
+    std::copy_n(dec.out.data() + (size_t)a.rows[(size_t)i] * d, d, a.h.data() + (size_t)i * d);
+  a.probs.resize((size_t)R * V);
+  matmul_forward(a.probs.data(), a.h.data(), cx.p.embedding.data(), R, d, V, cx.pool);
+
+  a.lse.resize((size_t)R);
+  double ce = 0, zz = 0;
+  for (int i = 0; i < R; ++i) {
+    float* z = a.probs.data() + (size_t)i * V;
+    const int r = a.rows[(size_t)i];
+    const float logit_t = z[batch.tgt_out[(size_t)r]];
+    const float mx = *std::max_element(z, z + V);
+    double sum = 0;
+    for (int j = 0; j < V; ++j) sum += std::exp((double)z[j] - mx);
+    const double lse = mx + std::log(sum);
+    for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));  // logits -> probabilities
+    a.lse[(size_t)i] = lse;
+    ce += (lse - logit_t) * opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
+    zz += lse * lse;
+  }
+  const double n = std::max(R, 1);
+  TextLoss out;
+  out.tokens = R;
+  out.ce = ce / n;
+  out.z_loss = opt.z_loss * zz / n;
+  out.loss = out.ce + out.z_loss;
+  return out;
+}
+
+// d(scale * text_loss)/d logits = scale/n * (w_t (p - onehot(target)) + 2 z lse_t p), then
+// logits = h E^T gives dh (scattered back to decoder rows) and dE.
+void text_loss_backward(const Ctx& cx, LmActs& a, const TextBatch& batch, const LossOptions& opt, float scale,
+                        Vec& d_dec_out, Params& g) {
+  const Config& c = cx.c;
+  const int d = c.d_model, V = c.vocab_size, R = (int)a.rows.size();
+  const double n = std::max(R, 1);
+  for (int i = 0; i < R; ++i) {
+    float* p = a.probs.data() + (size_t)i * V;  // becomes dlogits in place
+    const int r = a.rows[(size_t)i];
+    const float w = opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
+    const float cw = (float)(scale * w / n);
+    const float cz = (float)(scale * 2.0 * opt.z_loss * a.lse[(size_t)i] / n);
+    for (int j = 0; j < V; ++j) p[j] *= cw + cz;
+    p[batch.tgt_out[(size_t)r]] -= cw;
+  }
+  Vec dh = zeros((size_t)R * d);
+  matmul_backward(dh.data(), g.embedding.data(), a.probs.data(), a.h.data(), cx.p.embedding.data(), R, d, V, cx.pool);
+  for (int i = 0; i < R; ++i) {
+    const float* src = dh.data() + (size_t)i * d;
+    float* dst = d_dec_out.data() + (size_t)a.rows[(size_t)i] * d;
+    for (int k = 0; k < d; ++k) dst[k] += src[k];
+  }
+}
+
+// =============================================================================================
+// Contrastive head and the CLIP loss
+
+struct ContrastiveActs {
+  int N = 0;
+  Vec pooled;  // [N, d]
+  Vec hid;     // ReLU(pooled Wh^T + b) [N, d/4]
+  Vec proj;    // hid Wp^T [N, cd]
+  Vec inv;     // 1/||proj|| [N]
+  Vec emb;     // L2-normalized [N, cd]
+};
+
+void contrastive_forward(const Ctx& cx, ContrastiveActs& a, const EncoderActs& enc) {
+  const Config& c = cx.c;
+  const int d = c.d_model, h4 = c.hidden_dim(), cd = c.contrastive_dim, N = enc.B;
+  a.N = N;
+  a.pooled.resize((size_t)N * d);
+  mean_pool_forward(a.pooled.data(), enc.out.data(), enc.valid.data(), N, enc.L, d);
+  a.hid.resize((size_t)N * h4);
+  matmul_forward(a.hid.data(), a.pooled.data(), cx.p.contrastive_hidden.data(), N, d, h4, cx.pool);
+  bias_relu_forward(a.hid.data(), cx.p.contrastive_hidden_bias.data(), N, h4);
+  a.proj.resize((size_t)N * cd);
+  matmul_forward(a.proj.data(), a.hid.data(), cx.p.contrastive_proj.data(), N, h4, cd, cx.pool);
+  a.inv.resize((size_t)N);
+  a.emb.resize((size_t)N * cd);
+  l2norm_forward(a.emb.data(), a.inv.data(), a.proj.data(), N, cd);
+}
+
+void contrastive_backward(const Ctx& cx, const ContrastiveActs& a, const EncoderActs& enc, const Vec& d_emb,
+                          Vec& d_enc_out, Params& g) {
+  const Config& c = cx.c;
+  const int d = c.d_model, h4 = c.hidden_dim(), cd = c.contrastive_dim, N = a.N;
+  Vec d_proj = zeros((size_t)N * cd);
+  l2norm_backward(d_proj.data(), d_emb.data(), a.emb.data(), a.inv.data(), N, cd);
+  Vec d_hid = zeros((size_t)N * h4);
+  matmul_backward(d_hid.data(), g.contrastive_proj.data(), d_proj.data(), a.hid.data(), cx.p.contrastive_proj.data(),
+                  N, h4, cd, cx.pool);
+  bias_relu_backward(d_hid.data(), g.contrastive_hidden_bias.data(), a.hid.data(), N, h4);
+  Vec d_pooled = zeros((size_t)N * d);
+  matmul_backward(d_pooled.data(), g.contrastive_hidden.data(), d_hid.data(), a.pooled.data(),
+                  cx.p.contrastive_hidden.data(), N, d, h4, cx.pool);
+  mean_pool_backward(d_enc_out.data(), d_pooled.data(), enc.valid.data(), N, enc.L, d);
+}
+
+struct ClipActs {
+  int N = 0;
+  double temp = 1;
+  bool temp_clipped = false;
+  Vec logits;  // [N, N] = q t^T / temp
+  Vec p_row, p_col;  // row-wise and column-wise softmax of logits
+};
+
+double clip_forward(ClipActs& a, const Vec& q, const Vec& t, int N, int cd, float log_temp) {
+  const double lo = -std::log(100.0), hi = std::log(100.0);
+  a.N = N;
+  a.temp_clipped = log_temp < lo || log_temp > hi;
+  a.temp = std::exp(std::clamp((double)log_temp, lo, hi));
+  a.logits.assign((size_t)N * N, 0.0f);
+  a.p_row.assign((size_t)N * N, 0.0f);
+  a.p_col.assign((size_t)N * N, 0.0f);
+  for (int i = 0; i < N; ++i)
+    for (int j = 0; j < N; ++j) {
+      double s = 0;
+      for (int k = 0; k < cd; ++k) s += (double)q[(size_t)i * cd + k] * t[(size_t)j * cd + k];
+      a.logits[(size_t)i * N + j] = (float)(s / a.temp);
+    }
+  // CE of row i (target i) and of column j (target j), each as log-softmax.
+  double loss_row = 0, loss_col = 0;
+  for (int i = 0; i < N; ++i) {
+    double mr = -std::numeric_limits<double>::infinity(), mc = mr;
+    for (int j = 0; j < N; ++j) {
+      mr = std::max(mr, (double)a.logits[(size_t)i * N + j]);
+      mc = std::max(mc, (double)a.logits[(size_t)j * N + i]);
+    }
+    double sr = 0, sc = 0;
+    for (int j = 0; j < N; ++j) {
+      sr += std::exp(a.logits[(size_t)i * N + j] - mr);
+      sc += std::exp(a.logits[(size_t)j * N + i] - mc);
+    }
+    const double lse_r = mr + std::log(sr), lse_c = mc + std::log(sc);
+    for (int j = 0; j < N; ++j) {
+      a.p_row[(size_t)i * N + j] = (float)std::exp(a.logits[(size_t)i * N + j] - lse_r);
+      a.p_col[(size_t)j * N + i] = (float)std::exp(a.logits[(size_t)j * N + i] - lse_c);
+    }
+    loss_row += lse_r - a.logits[(size_t)i * N + i];
+    loss_col += lse_c - a.logits[(size_t)i * N + i];
+  }
+  return (loss_row / N + loss_col / N) / 2.0;
+}
+
+// dlogits = scale/(2N) * ((P_row - I) + (P_col - I)); logits = q t^T / temp.
+void clip_backward(const ClipActs& a, const Vec& q, const Vec& t, int cd, float scale, Vec& dq, Vec& dt,
+                   float* d_log_temp) {
+  const int N = a.N;
+  double dlt = 0;
+  for (int i = 0; i < N; ++i)
+    for (int j = 0; j < N; ++j) {
+      const size_t ij = (size_t)i * N + j;
+      const double dl = scale / (2.0 * N) * (a.p_row[ij] + a.p_col[ij] - (i == j ? 2.0 : 0.0));
+      // d logits / d log_temp = -logits (inside the clip range)
+      dlt -= dl * a.logits[ij];
+      const double f = dl / a.temp;
+      for (int k = 0; k < cd; ++k) {
+        dq[(size_t)i * cd + k] += (float)(f * t[(size_t)j * cd + k]);
+        dt[(size_t)j * cd + k] += (float)(f * q[(size_t)i * cd + k]);
+      }
+    }
+  if (!a.temp_clipped) *d_log_temp += (float)dlt;
+}
+
+// =============================================================================================
+// Entry points
+
+Status check_grads(const Config& c, Params* g) {
+  if (!g) return Status::ok();
+  if (g->encoder.empty() && g->decoder.empty() && g->embedding.empty()) {
+    *g = zero_params(c);
+    return Status::ok();
+  }
+  if ((int)g->encoder.size() != c.num_encoder_layers || (int)g->decoder.size() != c.num_decoder_layers)
+    return make_error("gradient buffer has the wrong number of layers");
+  Status st;
+  for_each_tensor(*g, c, [&](const TensorSpec& s, Vec& v) {
+    int64_t n = 1;
+    for (auto x : s.shape) n *= x;
+    if (st && (int64_t)v.size() != n) st = make_error("gradient buffer '{}' has {} values, expected {}", s.name, v.size(), n);
+  });
+  return st;
+}
+
+Status check_params(const Config& c, const Params& p) {
+  Params& mp = const_cast<Params&>(p);  // visited read-only
+  if ((int)p.encoder.size() != c.num_encoder_layers || (int)p.decoder.size() != c.num_decoder_layers)
+    return make_error("parameters have the wrong number of layers for the config");
+  Status st;
+  for_each_tensor(mp, c, [&](const TensorSpec& s, Vec& v) {
+    int64_t n = 1;
+    for (auto x : s.shape) n *= x;
+    if (st && (int64_t)v.size() != n) st = make_error("parameter '{}' has {} values, expected {}", s.name, v.size(), n);
+  });
+  return st;
+}
+
+Status check_ids(const Config& c, const std::vector<int32_t>& ids, const char* what) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= c.vocab_size)
+      return make_error("{}[{}] = {} is outside the vocabulary [0, {})", what, i, ids[i], c.vocab_size);
+  return Status::ok();
+}
+
+}  // namespace
+
+Status TextBatch::validate(const Config& c) const {
+  if (batch <= 0 || enc_len <= 0 || dec_len <= 0)
+    return make_error("text batch has shape batch={} enc_len={} dec_len={}; all must be positive", batch, enc_len,
+                      dec_len);
+  const size_t ne = (size_t)batch * enc_len, nd = (size_t)batch * dec_len;
+  if (src.size() != ne || enc_seg.size() != ne)
+    return make_error("text batch: src/enc_seg need {} entries, have {}/{}", ne, src.size(), enc_seg.size());
+  if (tgt_in.size() != nd || tgt_out.size() != nd || dec_seg.size() != nd || loss_class.size() != nd)
+    return make_error("text batch: tgt_in/tgt_out/dec_seg/loss_class need {} entries each", nd);
+  NEEDLE_TRY(check_ids(c, src, "src"));
+  NEEDLE_TRY(check_ids(c, tgt_in, "tgt_in"));
+  NEEDLE_TRY(check_ids(c, tgt_out, "tgt_out"));
+  for (size_t i = 0; i < nd; ++i)
+    if (loss_class[i] < 0 || loss_class[i] > 3)
+      return make_error("loss_class[{}] = {} is not one of 0..3", i, loss_class[i]);
+  return Status::ok();
+}
+
+int64_t TextBatch::target_tokens() const {
+  int64_t n = 0;
+  for (int32_t s : dec_seg) n += s > 0;
+  return n;
+}
+
+Status ClipBatch::validate(const Config& c) const {
+  if (batch <= 0 || query_len <= 0 || tool_len <= 0) return make_error("clip batch has an empty dimension");
+  if (query.size() != (size_t)batch * query_len || tool.size() != (size_t)batch * tool_len)
+    return make_error("clip batch: query/tool sizes do not match [batch, len]");
+  NEEDLE_TRY(check_ids(c, query, "query"));
+  NEEDLE_TRY(check_ids(c, tool, "tool"));
+  return Status::ok();
+}
+
+Result<TextLoss> text_loss(const Config& c, const Params& p, const TextBatch& batch, const LossOptions& opt,
+                           const PassOptions& pass, Params* grads, float scale) {
+  NEEDLE_TRY(c.validate());
+  NEEDLE_TRY(check_params(c, p));
+  NEEDLE_TRY(batch.validate(c));
+  NEEDLE_TRY(check_grads(c, grads));
+  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key};
+
+  EncoderActs enc;
+  enc.B = batch.batch;
+  enc.L = batch.enc_len;
+  enc.tokens = batch.src;
+  enc.site = kSiteEncoder;
+  enc.valid.resize(batch.enc_seg.size());
+  for (size_t i = 0; i < enc.valid.size(); ++i) enc.valid[i] = batch.enc_seg[i] > 0;
+  encoder_forward(cx, enc);
+
+  DecoderActs dec;
+  dec.B = batch.batch;
+  dec.L = batch.dec_len;
+  dec.valid.resize(batch.dec_seg.size());
+  for (size_t i = 0; i < dec.valid.size(); ++i) dec.valid[i] = batch.dec_seg[i] > 0;
+  decoder_forward(cx, dec, batch, enc);
+
+  LmActs lm;
+  const TextLoss loss = text_loss_forward(cx, lm, dec, batch, opt);
+  if (!grads) return loss;
+
+  Params& g = *grads;
+  Vec d_dec = zeros(dec.out.size()), d_enc = zeros(enc.out.size());
+  text_loss_backward(cx, lm, batch, opt, scale, d_dec, g);
+  decoder_backward(cx, dec, batch, enc, d_dec, d_enc, g);
+  encoder_backward(cx, enc, d_enc, g);
+  return loss;
+}
+
+Result<double> clip_loss(const Config& c, const Params& p, const ClipBatch& batch, const PassOptions& pass,
+                         Params* grads, float scale) {
+  NEEDLE_TRY(c.validate());
+  NEEDLE_TRY(check_params(c, p));
+  NEEDLE_TRY(batch.validate(c));
+  NEEDLE_TRY(check_grads(c, grads));
+  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key};
+  const int N = batch.batch, cd = c.contrastive_dim;
+
+  // The two sides run the same encoder and head on their own padded token arrays.
+  auto side = [&](const std::vector<int32_t>& tokens, int L, uint64_t site, EncoderActs& enc, ContrastiveActs& head) {
+    enc.B = N;
+    enc.L = L;
+    enc.tokens = tokens;
+    enc.site = site;
+    enc.valid.resize(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) enc.valid[i] = tokens[i] != c.pad_token_id;
+    encoder_forward(cx, enc);
+    contrastive_forward(cx, head, enc);
+  };
+  EncoderActs enc_q, enc_t;
+  ContrastiveActs head_q, head_t;
+  side(batch.query, batch.query_len, kSiteEncoder + (1u << 16), enc_q, head_q);
+  side(batch.tool, batch.tool_len, kSiteEncoder + (2u << 16), enc_t, head_t);
+
+  ClipActs clip;
+  const double loss = clip_forward(clip, head_q.emb, head_t.emb, N, cd, p.log_temp[0]);
+  if (!grads) return loss;
+
+  Params& g = *grads;
+  Vec dq = zeros(head_q.emb.size()), dt = zeros(head_t.emb.size());
+  clip_backward(clip, head_q.emb, head_t.emb, cd, scale, dq, dt, &g.log_temp[0]);
+  for (auto [enc, head, d_emb] : {std::tuple{&enc_q, &head_q, &dq}, std::tuple{&enc_t, &head_t, &dt}}) {
+    Vec d_enc = zeros(enc->out.size());
+    contrastive_backward(cx, *head, *enc, *d_emb, d_enc, g);
+    encoder_backward(cx, *enc, d_enc, g);
+  }
+  return loss;
+}
+
+}  // namespace needle::train

@@ -1,0 +1,33 @@
+// f32 matrix products for training: the dense layer's forward and backward and a plain
+// accumulate-GEMM used by attention and Muon. Row-major, f32 accumulation. Each output element
+// is computed by exactly one thread in a fixed order, so results do not depend on the thread
+// count or on scheduling (bit-identical resume needs that).
+#pragma once
+#include <cstddef>
+
+namespace nk {
+class ThreadPool;
+}
+
+namespace needle::train {
+
+// C[i, j] += sum_k A(i, k) * B[k, j]   for i < M, j < N, k < K, where
+//   A(i, k) = a[i * a_row + k * a_col]  (so a transposed A is a_row = 1, a_col = lda),
+//   B[k, j] = b[k * ldb + j],  C[i, j] = c[i * ldc + j].
+// Single-threaded; callers split work themselves (gemm_acc_threaded splits rows of C).
+void gemm_acc(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb, float* c,
+              size_t ldc);
+// The same, with the rows (or, for few rows, columns) of C split across the pool (nullable).
+void gemm_acc_threaded(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb,
+                       float* c, size_t ldc, nk::ThreadPool* pool);
+
+// out[M, N] = x[M, K] W^T (a Dense layer; W stored [N, K], i.e. [out, in]).
+void matmul_forward(float* out, const float* x, const float* w, int M, int K, int N, nk::ThreadPool* pool);
+// dx[M, K] += dout W;  dw[N, K] += dout^T x. Either of dx, dw may be null.
+void matmul_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, int M, int K, int N,
+                     nk::ThreadPool* pool);
+
+// dst[cols, rows] = src[rows, cols]^T.
+void transpose(float* dst, const float* src, int rows, int cols);
+
+}  // namespace needle::train

@@ -1,0 +1,330 @@
+#include "train/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "nk/threadpool.h"
+#include "train/matmul.h"
+
+namespace needle::train {
+
+// ---------------------------------------------------------------------------------------------
+// Embedding
+
+void embedding_forward(float* out, const int32_t* tokens, int T, const float* E, int d) {
+  const float s = std::sqrt((float)d);
+  for (int t = 0; t < T; ++t) {
+    const float* e = E + (size_t)tokens[t] * d;
+    float* o = out + (size_t)t * d;
+    for (int i = 0; i < d; ++i) o[i] = e[i] * s;
+  }
+}
+
+void embedding_backward(float* dE, const float* dout, const int32_t* tokens, int T, int d) {
+  const float s = std::sqrt((float)d);
+  for (int t = 0; t < T; ++t) {
+    float* g = dE + (size_t)tokens[t] * d;
+    const float* dy = dout + (size_t)t * d;
+    for (int i = 0; i < d; ++i) g[i] += dy[i] * s;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ZCRMSNorm
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* scale, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + (size_t)r * n;
+    float* o = out + (size_t)r * n;
+    double ss = 0;
+    for (int i = 0; i < n; ++i) ss += (double)xr[i] * xr[i];
+    const float inv = (float)(1.0 / std::sqrt(ss / n + 1e-6));
+    rstd[r] = inv;
+    for (int i = 0; i < n; ++i) o[i] = (1.0f + scale[i]) * (xr[i] * inv);
+  }
+}
+
+void rmsnorm_backward(float* dx, float* dscale, const float* dout, const float* x, const float* rstd,
+                      const float* scale, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + (size_t)r * n;
+    const float* dy = dout + (size_t)r * n;
+    float* dxr = dx + (size_t)r * n;
+    const float inv = rstd[r];
+    // g = dy * (1 + scale);  dx = inv * (g - x * inv^2 * mean(g * x))
+    double gx = 0;
+    for (int i = 0; i < n; ++i) gx += (double)dy[i] * (1.0f + scale[i]) * xr[i];
+    const float c = (float)(gx / n) * inv * inv;
+    for (int i = 0; i < n; ++i) {
+      dxr[i] += inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
+      dscale[i] += dy[i] * xr[i] * inv;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+namespace {
+
+// cos/sin of angle = pos * freq_i, computed in f32 as the original (and ref::rope) does.
+void rope_table(int L, int hd, double theta, std::vector<float>& cs, std::vector<float>& sn) {
+  const int half = hd / 2;
+  cs.resize((size_t)L * half);
+  sn.resize((size_t)L * half);
+  for (int i = 0; i < half; ++i) {
+    const float freq = (float)(1.0 / std::pow(theta, (2.0 * i) / hd));
+    for (int t = 0; t < L; ++t) {
+      const float ang = (float)t * freq;
+      cs[(size_t)t * half + i] = std::cos(ang);
+      sn[(size_t)t * half + i] = std::sin(ang);
+    }
+  }
+}
+
+// Rotates [x1, x2] by +angle (forward) or -angle (backward: the transpose of the rotation).
+void rope_apply(float* x, int B, int L, int heads, int hd, double theta, float sign) {
+  std::vector<float> cs, sn;
+  rope_table(L, hd, theta, cs, sn);
+  const int half = hd / 2;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < L; ++t) {
+      const float* c = cs.data() + (size_t)t * half;
+      const float* s = sn.data() + (size_t)t * half;
+      for (int h = 0; h < heads; ++h) {
+        float* v = x + (((size_t)b * L + t) * heads + h) * hd;
+        for (int i = 0; i < half; ++i) {
+          const float x1 = v[i], x2 = v[i + half], si = sign * s[i];
+          v[i] = x1 * c[i] - x2 * si;
+          v[i + half] = x2 * c[i] + x1 * si;
+        }
+      }
+    }
+}
+
+}  // namespace
+
+void rope_forward(float* x, int B, int L, int heads, int hd, double theta) { rope_apply(x, B, L, heads, hd, theta, 1.0f); }
+void rope_backward(float* dx, int B, int L, int heads, int hd, double theta) {
+  rope_apply(dx, B, L, heads, hd, theta, -1.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention. One task per (sequence, kv head); it runs the query heads that share the kv head,
+// so dk / dv of that kv head are written by one thread only (deterministic). Each head is three
+// small GEMMs: S = Q K^T, P = softmax(mask(S * scale)), O = P V.
+
+namespace {
+
+struct HeadView {  // strided views of one head of one sequence
+  const float *q, *k, *v;
+  size_t ldq, ldk;
+};
+
+// P [Lq, Lk] = softmax(mask(Q K^T * scale)); kt is K^T [hd, Lk] (contiguous).
+void head_probs(float* P, const float* q, size_t ldq, const float* kt, const uint8_t* key_valid, const AttnShape& s) {
+  const int Lq = s.Lq, Lk = s.Lk;
+  const float scale = 1.0f / std::sqrt((float)s.hd);
+  std::fill(P, P + (size_t)Lq * Lk, 0.0f);
+  gemm_acc(Lq, Lk, s.hd, q, ldq, 1, kt, (size_t)Lk, P, (size_t)Lk);
+  for (int i = 0; i < Lq; ++i) {
+    float* p = P + (size_t)i * Lk;
+    float mx = std::numeric_limits<float>::lowest();
+    for (int j = 0; j < Lk; ++j) {
+      const bool ok = (!key_valid || key_valid[j]) && (!s.causal || j <= i);
+      p[j] = ok ? p[j] * scale : std::numeric_limits<float>::lowest();
+      mx = std::max(mx, p[j]);
+    }
+    float sum = 0;
+    for (int j = 0; j < Lk; ++j) sum += (p[j] = std::exp(p[j] - mx));
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < Lk; ++j) p[j] *= inv;
+  }
+}
+
+}  // namespace
+
+void attention_forward(float* out, const float* q, const float* k, const float* v, const uint8_t* key_valid,
+                       const AttnShape& s, nk::ThreadPool* pool) {
+  const int group = s.H / s.Hkv;
+  const size_t ldq = (size_t)s.H * s.hd, ldk = (size_t)s.Hkv * s.hd;
+  auto task = [&](size_t t, unsigned) {
+    const int b = (int)(t / s.Hkv), kh = (int)(t % s.Hkv);
+    std::vector<float> kt((size_t)s.hd * s.Lk), P((size_t)s.Lq * s.Lk);
+    const float* kb = k + (size_t)b * s.Lk * ldk + (size_t)kh * s.hd;
+    const float* vb = v + (size_t)b * s.Lk * ldk + (size_t)kh * s.hd;
+    for (int j = 0; j < s.Lk; ++j)
+      for (int i = 0; i < s.hd; ++i) kt[(size_t)i * s.Lk + j] = kb[(size_t)j * ldk + i];
+    const uint8_t* kv_mask = key_valid ? key_valid + (size_t)b * s.Lk : nullptr;
+    for (int h = kh * group; h < (kh + 1) * group; ++h) {
+      const float* qh = q + (size_t)b * s.Lq * ldq + (size_t)h * s.hd;
+      float* oh = out + (size_t)b * s.Lq * ldq + (size_t)h * s.hd;
+      head_probs(P.data(), qh, ldq, kt.data(), kv_mask, s);
+      for (int i = 0; i < s.Lq; ++i) std::fill(oh + (size_t)i * ldq, oh + (size_t)i * ldq + s.hd, 0.0f);
+      gemm_acc(s.Lq, s.hd, s.Lk, P.data(), (size_t)s.Lk, 1, vb, ldk, oh, ldq);  // O = P V
+    }
+  };
+  const size_t tasks = (size_t)s.B * s.Hkv;
+  if (pool && pool->size() > 1 && tasks > 1) pool->parallel_for(tasks, task);
+  else for (size_t t = 0; t < tasks; ++t) task(t, 0);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const uint8_t* key_valid, const AttnShape& s, nk::ThreadPool* pool) {
+  const int group = s.H / s.Hkv, Lq = s.Lq, Lk = s.Lk, hd = s.hd;
+  const size_t ldq = (size_t)s.H * hd, ldk = (size_t)s.Hkv * hd;
+  const float scale = 1.0f / std::sqrt((float)hd);
+  auto task = [&](size_t t, unsigned) {
+    const int b = (int)(t / s.Hkv), kh = (int)(t % s.Hkv);
+    std::vector<float> kt((size_t)hd * Lk), vt((size_t)hd * Lk), P((size_t)Lq * Lk), dP((size_t)Lq * Lk);
+    const size_t kv_off = (size_t)b * Lk * ldk + (size_t)kh * hd;
+    const float *kb = k + kv_off, *vb = v + kv_off;
+    float *dkb = dk + kv_off, *dvb = dv + kv_off;
+    for (int j = 0; j < Lk; ++j)
+      for (int i = 0; i < hd; ++i) {
+        kt[(size_t)i * Lk + j] = kb[(size_t)j * ldk + i];
+        vt[(size_t)i * Lk + j] = vb[(size_t)j * ldk + i];
+      }
+    const uint8_t* kv_mask = key_valid ? key_valid + (size_t)b * Lk : nullptr;
+    for (int h = kh * group; h < (kh + 1) * group; ++h) {
+      const size_t q_off = (size_t)b * Lq * ldq + (size_t)h * hd;
+      const float *qh = q + q_off, *doh = dout + q_off;
+      float* dqh = dq + q_off;
+      head_probs(P.data(), qh, ldq, kt.data(), kv_mask, s);
+      // dP = dO V^T
+      std::fill(dP.begin(), dP.end(), 0.0f);
+      gemm_acc(Lq, Lk, hd, doh, ldq, 1, vt.data(), (size_t)Lk, dP.data(), (size_t)Lk);
+      // dS = P * (dP - sum_j P dP) (softmax backward), times the score scale; 0 where masked.
+      for (int i = 0; i < Lq; ++i) {
+        float* p = P.data() + (size_t)i * Lk;
+        float* g = dP.data() + (size_t)i * Lk;
+        double D = 0;
+        for (int j = 0; j < Lk; ++j) D += (double)p[j] * g[j];
+        for (int j = 0; j < Lk; ++j) {
+          const bool ok = (!kv_mask || kv_mask[j]) && (!s.causal || j <= i);
+          g[j] = ok ? p[j] * (g[j] - (float)D) * scale : 0.0f;
+        }
+      }
+      gemm_acc(Lk, hd, Lq, P.data(), 1, (size_t)Lk, doh, ldq, dvb, ldk);   // dV += P^T dO
+      gemm_acc(Lq, hd, Lk, dP.data(), (size_t)Lk, 1, kb, ldk, dqh, ldq);   // dQ += dS K
+      gemm_acc(Lk, hd, Lq, dP.data(), 1, (size_t)Lk, qh, ldq, dkb, ldk);   // dK += dS^T Q
+    }
+  };
+  const size_t tasks = (size_t)s.B * s.Hkv;
+  if (pool && pool->size() > 1 && tasks > 1) pool->parallel_for(tasks, task);
+  else for (size_t t = 0; t < tasks; ++t) task(t, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropout and the gated residual
+
+namespace {
+uint64_t mix64(uint64_t z) {  // splitmix64's finalizer
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+float sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
+}  // namespace
+
+float Dropout::factor(size_t i) const {
+  if (p <= 0.0f) return 1.0f;
+  const double u = (double)(mix64(key ^ mix64(i)) >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+  return u < p ? 0.0f : 1.0f / (1.0f - p);
+}
+
+void residual_forward(float* x, const float* y, float gate, const Dropout& drop, size_t n) {
+  const float g = sigmoid(gate);
+  if (!drop.active()) {
+    for (size_t i = 0; i < n; ++i) x[i] += g * y[i];
+  } else {
+    for (size_t i = 0; i < n; ++i) x[i] += g * (y[i] * drop.factor(i));
+  }
+}
+
+void residual_backward(float* dy, float* dgate, const float* dout, const float* y, float gate, const Dropout& drop,
+                       size_t n) {
+  const float g = sigmoid(gate);
+  double dg = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float f = drop.active() ? drop.factor(i) : 1.0f;
+    dy[i] += g * (dout[i] * f);
+    dg += (double)dout[i] * (y[i] * f);
+  }
+  *dgate += (float)(dg * g * (1.0f - g));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contrastive head pieces
+
+void mean_pool_forward(float* out, const float* x, const uint8_t* valid, int B, int L, int d) {
+  for (int b = 0; b < B; ++b) {
+    float* o = out + (size_t)b * d;
+    std::vector<double> acc((size_t)d, 0.0);
+    int n = 0;
+    for (int t = 0; t < L; ++t) {
+      if (!valid[(size_t)b * L + t]) continue;
+      ++n;
+      const float* xr = x + ((size_t)b * L + t) * d;
+      for (int i = 0; i < d; ++i) acc[(size_t)i] += xr[i];
+    }
+    for (int i = 0; i < d; ++i) o[i] = n ? (float)(acc[(size_t)i] / n) : 0.0f;
+  }
+}
+
+void mean_pool_backward(float* dx, const float* dout, const uint8_t* valid, int B, int L, int d) {
+  for (int b = 0; b < B; ++b) {
+    int n = 0;
+    for (int t = 0; t < L; ++t) n += valid[(size_t)b * L + t] ? 1 : 0;
+    if (!n) continue;
+    const float inv = 1.0f / (float)n;
+    const float* g = dout + (size_t)b * d;
+    for (int t = 0; t < L; ++t) {
+      if (!valid[(size_t)b * L + t]) continue;
+      float* dxr = dx + ((size_t)b * L + t) * d;
+      for (int i = 0; i < d; ++i) dxr[i] += g[i] * inv;
+    }
+  }
+}
+
+void bias_relu_forward(float* x, const float* bias, int rows, int n) {
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < n; ++i) {
+      float& v = x[(size_t)r * n + i];
+      v = std::max(0.0f, v + bias[i]);
+    }
+}
+
+void bias_relu_backward(float* dout, float* dbias, const float* out, int rows, int n) {
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < n; ++i) {
+      float& g = dout[(size_t)r * n + i];
+      if (out[(size_t)r * n + i] <= 0.0f) g = 0.0f;
+      dbias[i] += g;
+    }
+}
+
+void l2norm_forward(float* out, float* inv, const float* x, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + (size_t)r * n;
+    double ss = 0;
+    for (int i = 0; i < n; ++i) ss += (double)xr[i] * xr[i];
+    inv[r] = (float)(1.0 / std::sqrt(ss + 1e-12));
+    for (int i = 0; i < n; ++i) out[(size_t)r * n + i] = xr[i] * inv[r];
+  }
+}
+
+void l2norm_backward(float* dx, const float* dout, const float* out, const float* inv, int rows, int n) {
+  // y = x * inv  ->  dx = inv * (dy - y * (dy . y))
+  for (int r = 0; r < rows; ++r) {
+    const float* y = out + (size_t)r * n;
+    const float* dy = dout + (size_t)r * n;
+    double dot = 0;
+    for (int i = 0; i < n; ++i) dot += (double)dy[i] * y[i];
+    for (int i = 0; i < n; ++i) dx[(size_t)r * n + i] += inv[r] * (dy[i] - y[i] * (float)dot);
+  }
+}
+
+}  // namespace needle::train

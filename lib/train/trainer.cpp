@@ -1,0 +1,314 @@
+#include "train/trainer.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "nk/quant.h"
+#include "nk/threadpool.h"
+
+namespace needle::train {
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// ---- Checkpoint bytes: little-endian fields, FNV-1a 64 checksum at the end.
+constexpr char kMagic[8] = {'N', 'D', 'L', 'T', 'R', 'A', 'I', 'N'};
+constexpr uint32_t kVersion = 1;
+
+uint64_t fnv1a(const uint8_t* p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+struct Writer {
+  std::vector<uint8_t> b;
+  void raw(const void* p, size_t n) {
+    const auto* c = static_cast<const uint8_t*>(p);
+    b.insert(b.end(), c, c + n);
+  }
+  template <class T>
+  void pod(T v) {
+    raw(&v, sizeof v);
+  }
+  void str(const std::string& s) {
+    pod<uint32_t>((uint32_t)s.size());
+    raw(s.data(), s.size());
+  }
+  void floats(const std::vector<float>& v) {
+    pod<uint64_t>(v.size());
+    raw(v.data(), v.size() * sizeof(float));
+  }
+};
+
+struct Reader {
+  std::span<const uint8_t> b;
+  size_t pos = 0;
+  bool ok = true;
+  bool take(void* dst, size_t n) {
+    if (!ok || n > b.size() - pos) return ok = false;
+    std::memcpy(dst, b.data() + pos, n);
+    pos += n;
+    return true;
+  }
+  template <class T>
+  T pod() {
+    T v{};
+    take(&v, sizeof v);
+    return v;
+  }
+  std::string str() {
+    const uint32_t n = pod<uint32_t>();
+    if (!ok || n > b.size() - pos) {
+      ok = false;
+      return {};
+    }
+    std::string s(reinterpret_cast<const char*>(b.data() + pos), n);
+    pos += n;
+    return s;
+  }
+  bool floats(std::vector<float>& v) {
+    const uint64_t n = pod<uint64_t>();
+    if (!ok || n > (b.size() - pos) / sizeof(float)) return ok = false;
+    v.resize((size_t)n);
+    return take(v.data(), (size_t)n * sizeof(float));
+  }
+};
+
+// Options as named numbers, so a later version can add fields.
+template <class F>
+void visit_options(TrainOptions& o, F&& f) {
+  auto& op = o.optim;
+  f("optim.muon", op.muon);
+  f("optim.adam_lr", op.adam_lr);
+  f("optim.adam_b1", op.adam_b1);
+  f("optim.adam_b2", op.adam_b2);
+  f("optim.adam_eps", op.adam_eps);
+  f("optim.adam_weight_decay", op.adam_weight_decay);
+  f("optim.muon_lr", op.muon_lr);
+  f("optim.muon_momentum", op.muon_momentum);
+  f("optim.muon_weight_decay", op.muon_weight_decay);
+  f("optim.muon_ns_steps", op.muon_ns_steps);
+  f("optim.clip_norm", op.clip_norm);
+  for (size_t i = 0; i < 4; ++i) f("loss.class_weight." + std::to_string(i), o.loss.class_weights[i]);
+  f("loss.z_loss", o.loss.z_loss);
+  f("schedule.total_steps", o.schedule.total_steps);
+  f("schedule.warmup_frac", o.schedule.warmup_frac);
+  f("schedule.decay_frac", o.schedule.decay_frac);
+  f("schedule.final_frac", o.schedule.final_frac);
+  f("dropout", o.dropout);
+  f("qat_every", o.qat_every);
+  f("clip_weight", o.clip_weight);
+  f("seed", o.seed);
+}
+
+Status check_shapes(const Params& p, const Config& c) {
+  if ((int)p.encoder.size() != c.num_encoder_layers || (int)p.decoder.size() != c.num_decoder_layers)
+    return make_error("parameters have the wrong number of layers for the config");
+  Status st;
+  for_each_tensor(const_cast<Params&>(p), c, [&](const TensorSpec& s, std::vector<float>& v) {
+    int64_t n = 1;
+    for (auto d : s.shape) n *= d;
+    if (st && (int64_t)v.size() != n) st = make_error("tensor '{}' has {} values, expected {}", s.name, v.size(), n);
+  });
+  return st;
+}
+
+}  // namespace
+
+Params fake_quantize_kernels(const Params& p, const Config& c) {
+  Params q = p;
+  for_each_tensor(q, c, [&](const TensorSpec& s, std::vector<float>& v) {
+    if (s.role != Role::Kernel) return;
+    // Stored [out, in]: a row is one output column of the original (in, out) kernel, so groups
+    // of 32 along the row are the original's groups along the input axis.
+    const size_t rows = (size_t)s.shape[0], cols = (size_t)s.shape[1];
+    std::vector<nk::BlockQ4> blk(nk::blocks_per_row(cols));
+    for (size_t r = 0; r < rows; ++r) {
+      nk::quantize_row_q4(v.data() + r * cols, blk.data(), cols);
+      nk::dequantize_row_q4(blk.data(), v.data() + r * cols, cols);
+    }
+  });
+  return q;
+}
+
+Params init_params(const Config& c, uint64_t seed) {
+  Params p = zero_params(c);
+  std::mt19937_64 rng(seed);
+  for_each_tensor(p, c, [&](const TensorSpec& s, std::vector<float>& v) {
+    double sd = 0;
+    if (s.role == Role::Embedding) sd = 0.02;
+    else if (s.role == Role::Kernel) sd = 1.0 / std::sqrt((double)s.shape[1]);
+    if (sd > 0) {
+      std::normal_distribution<double> nd(0.0, sd);
+      for (float& x : v) x = (float)nd(rng);
+    }
+    if (s.role == Role::Scalar) v.assign(v.size(), (float)std::log(0.07));
+  });
+  return p;
+}
+
+Trainer::Trainer(Trainer&&) noexcept = default;
+Trainer& Trainer::operator=(Trainer&&) noexcept = default;
+Trainer::~Trainer() = default;
+
+Result<Trainer> Trainer::create(const Config& c, Params p, const TrainOptions& o, unsigned threads) {
+  NEEDLE_TRY(c.validate());
+  NEEDLE_TRY(check_shapes(p, c));
+  if (o.schedule.total_steps <= 0) return make_error("training needs total_steps > 0");
+  if (o.dropout < 0 || o.dropout >= 1) return make_error("dropout {} must be in [0, 1)", o.dropout);
+  Trainer t;
+  t.c_ = c;
+  t.o_ = o;
+  t.p_ = std::move(p);
+  t.s_ = init_optim_state(c, o.optim);
+  t.rng_ = o.seed;
+  t.pool_ = std::make_unique<nk::ThreadPool>(threads);
+  return t;
+}
+
+PassOptions Trainer::pass(float dropout, uint64_t key) const { return PassOptions{dropout, key, pool_.get()}; }
+
+Result<StepStats> Trainer::train_step(const TextBatch& batch, const ClipBatch* clip) {
+  StepStats st;
+  st.step = step_;
+  st.fake_quant = o_.qat_every > 0 && (step_ + 1) % o_.qat_every == 0;
+  uint64_t rng = rng_;
+  const uint64_t key = splitmix64(rng);
+
+  // QAT: the forward (and so the backward's Jacobians) sees the fake-quantized kernels; the
+  // gradient is applied to the f32 weights unchanged (straight-through estimator).
+  Params quantized;
+  if (st.fake_quant) quantized = fake_quantize_kernels(p_, c_);
+  const Params& fwd = st.fake_quant ? quantized : p_;
+
+  Params grads = zero_params(c_);
+  NEEDLE_ASSIGN(st.text, text_loss(c_, fwd, batch, o_.loss, pass(o_.dropout, key), &grads, 1.0f));
+  st.loss = st.text.loss;
+  if (clip) {
+    NEEDLE_ASSIGN(st.clip_loss, clip_loss(c_, fwd, *clip, pass(o_.dropout, key ^ 0x5bd1e995ull), &grads,
+                                          o_.clip_weight));
+    st.loss += o_.clip_weight * st.clip_loss;
+  }
+  if (!std::isfinite(st.loss)) return make_error("loss is not finite at step {} ({})", step_, st.loss);
+
+  st.grad_norm = clip_by_global_norm(grads, c_, o_.optim.clip_norm);
+  st.lr_scale = o_.schedule(step_);
+  optimizer_step(p_, grads, s_, c_, o_.optim, st.lr_scale, pool_.get());
+  rng_ = rng;
+  step_ += 1;
+  return st;
+}
+
+Result<TextLoss> Trainer::eval_loss(const TextBatch& batch) {
+  return text_loss(c_, p_, batch, o_.loss, pass(0.0f, 0));
+}
+
+Result<double> Trainer::eval_clip_loss(const ClipBatch& batch) { return clip_loss(c_, p_, batch, pass(0.0f, 0)); }
+
+std::vector<uint8_t> Trainer::to_bytes() const {
+  Writer w;
+  w.raw(kMagic, sizeof kMagic);
+  w.pod<uint32_t>(kVersion);
+  auto cfg = c_.to_pickle();
+  w.pod<uint32_t>((uint32_t)cfg.size());
+  for (auto& [k, v] : cfg) {
+    w.str(k);
+    w.pod<uint8_t>((uint8_t)v.index());
+    if (auto* b = std::get_if<bool>(&v)) w.pod<uint8_t>(*b);
+    else if (auto* i = std::get_if<int64_t>(&v)) w.pod<int64_t>(*i);
+    else if (auto* d = std::get_if<double>(&v)) w.pod<double>(*d);
+    else if (auto* s = std::get_if<std::string>(&v)) w.str(*s);
+  }
+  TrainOptions o = o_;
+  uint32_t n_opts = 0;
+  visit_options(o, [&](const std::string&, auto&) { ++n_opts; });
+  w.pod<uint32_t>(n_opts);
+  visit_options(o, [&](const std::string& name, auto& v) {
+    w.str(name);
+    using T = std::decay_t<decltype(v)>;
+    if constexpr (std::is_floating_point_v<T>) {
+      w.pod<uint8_t>(0);
+      w.pod<double>((double)v);
+    } else {
+      w.pod<uint8_t>(1);
+      w.pod<uint64_t>((uint64_t)v);
+    }
+  });
+  w.pod<int64_t>(step_);
+  w.pod<uint64_t>(rng_);
+  w.pod<int64_t>(s_.count);
+  for (const Params* t : {&p_, &s_.m, &s_.v})
+    for_each_tensor(const_cast<Params&>(*t), c_, [&](const TensorSpec&, std::vector<float>& v) { w.floats(v); });
+  w.pod<uint64_t>(fnv1a(w.b.data(), w.b.size()));
+  return std::move(w.b);
+}
+
+Result<Trainer> Trainer::from_bytes(std::span<const uint8_t> bytes, unsigned threads) {
+  if (bytes.size() < sizeof kMagic + 12 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
+    return make_error("not a needle training state (bad magic)");
+  uint64_t sum;
+  std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
+  if (fnv1a(bytes.data(), bytes.size() - 8) != sum) return make_error("training state checksum mismatch (corrupt file)");
+  Reader r{bytes.first(bytes.size() - 8), sizeof kMagic};
+  const uint32_t version = r.pod<uint32_t>();
+  if (version != kVersion) return make_error("training state version {} is not supported (this build reads {})", version, kVersion);
+
+  std::vector<std::pair<std::string, ScalarValue>> cfg;
+  const uint32_t n_cfg = r.pod<uint32_t>();
+  for (uint32_t i = 0; i < n_cfg && r.ok; ++i) {
+    std::string k = r.str();
+    switch (r.pod<uint8_t>()) {
+      case 1: cfg.emplace_back(k, r.pod<uint8_t>() != 0); break;
+      case 2: cfg.emplace_back(k, r.pod<int64_t>()); break;
+      case 3: cfg.emplace_back(k, r.pod<double>()); break;
+      case 4: cfg.emplace_back(k, r.str()); break;
+      default: return make_error("training state: bad config value for '{}'", k);
+    }
+  }
+  if (!r.ok) return make_error("training state is truncated (config)");
+  NEEDLE_ASSIGN(Config c, Config::from_pickle(cfg));
+
+  TrainOptions o;
+  const uint32_t n_opts = r.pod<uint32_t>();
+  for (uint32_t i = 0; i < n_opts && r.ok; ++i) {
+    const std::string name = r.str();
+    const uint8_t tag = r.pod<uint8_t>();
+    double d = 0;
+    uint64_t u = 0;
+    if (tag == 0) d = r.pod<double>();
+    else u = r.pod<uint64_t>();
+    visit_options(o, [&](const std::string& n, auto& v) {  // unknown names are ignored
+      if (n != name) return;
+      using T = std::decay_t<decltype(v)>;
+      if constexpr (std::is_floating_point_v<T>) v = (T)d;
+      else v = (T)u;
+    });
+  }
+  Trainer t;
+  t.c_ = c;
+  t.o_ = o;
+  t.step_ = r.pod<int64_t>();
+  t.rng_ = r.pod<uint64_t>();
+  t.s_.count = r.pod<int64_t>();
+  t.p_.resize(c);
+  t.s_.m.resize(c);
+  t.s_.v.resize(c);
+  for (Params* ps : {&t.p_, &t.s_.m, &t.s_.v})
+    for_each_tensor(*ps, c, [&](const TensorSpec&, std::vector<float>& v) { r.floats(v); });
+  if (!r.ok) return make_error("training state is truncated (tensors)");
+  if (r.pos != r.b.size()) return make_error("training state has {} unexpected trailing bytes", r.b.size() - r.pos);
+  NEEDLE_TRY(check_shapes(t.p_, c));
+  NEEDLE_TRY(check_shapes(t.s_.m, c));
+  t.pool_ = std::make_unique<nk::ThreadPool>(threads);
+  return t;
+}
+
+}  // namespace needle::train
