@@ -72,8 +72,10 @@ std::string random_text(std::mt19937& rng, size_t min_len, size_t max_len, bool 
   for (size_t i = 0; i < n; ++i) {
     if (exotic && rng() % 12 == 0)
       s += weird[rng() % (sizeof(weird) / sizeof(*weird))];
-    else
-      s += pool[rng() % (rng() % 3 == 0 ? sizeof(pool) / sizeof(*pool) : 12)];
+    else {
+      const size_t range = rng() % 3 == 0 ? sizeof(pool) / sizeof(*pool) : 12;  // sequenced
+      s += pool[rng() % range];
+    }
   }
   return s;
 }
