@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <map>
 
 #include "common/cli.h"
@@ -16,12 +17,15 @@ namespace {
 
 constexpr const char* kTool = "needle-convert";
 
-bool is_pickle(std::span<const uint8_t> b) { return b.size() >= 2 && b[0] == 0x80; }
+// Anything that is not a .needle file is read as a pickle (which rejects what it cannot read).
+bool is_needle(std::span<const uint8_t> b) {
+  return b.size() >= sizeof(kNeedleMagic) && std::memcmp(b.data(), kNeedleMagic, sizeof(kNeedleMagic)) == 0;
+}
 
 // Reads IN (.pkl or .needle) into f32 parameters.
 Result<std::pair<Params, Config>> read_any(const std::string& in, std::vector<uint8_t>* tokenizer) {
   NEEDLE_ASSIGN(MappedFile f, MappedFile::open(in));
-  if (is_pickle(f.bytes())) {
+  if (!is_needle(f.bytes())) {
     auto ck = read_pickle_checkpoint(f.bytes());
     if (!ck) return make_error("{}: {}", in, ck.message());
     auto cfg = Config::from_pickle(ck->config);
@@ -77,6 +81,7 @@ int info(const std::string& path, bool as_json) {
     o.set("quantization", json::Value::from_string(m->quantization));
     o.set("tokenizer", json::Value::from_bool(!m->tokenizer.empty()));
     o.set("file_bytes", json::Value::from_int((int64_t)m->file.file_size()));
+    o.set("data_crc32", json::Value::from_int((int64_t)m->file.data_crc()));
     auto bd = json::Value::make_object();
     for (auto& [k, v] : by_dtype) bd.set(k, json::Value::from_int((int64_t)v));
     o.set("bytes_by_dtype", bd);
@@ -88,6 +93,7 @@ int info(const std::string& path, bool as_json) {
   fmt::print("file:         {} ({} bytes, format {}.{})\n", path, m->file.file_size(), m->file.version_major(),
              m->file.version_minor());
   fmt::print("params:       {}\n", params);
+  fmt::print("data crc32:   {:08x}\n", m->file.data_crc());
   fmt::print("quantization: {}\n", m->quantization);
   fmt::print("tokenizer:    {}\n", m->tokenizer.empty() ? "none" : fmt::format("{} bytes", m->tokenizer.size()));
   fmt::print("config:       {}\n", json::dump_compact(config_json(m->config)));

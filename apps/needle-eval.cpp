@@ -183,6 +183,9 @@ int main(int argc, char** argv) {
   app::init_logging(common);
   if (o.loss && o.format != "needle") return app::fail(kTool, "--loss needs --format needle (reference answers)");
 
+  auto lm = app::load_model_and_tokenizer(common, tokenizer_path);
+  if (!lm) return app::fail(kTool, lm.message());
+
   size_t skipped = 0;
   std::map<std::string, json::Value> bfcl_answers;
   auto items_r = o.format == "bfcl" ? read_bfcl(o, skipped, bfcl_answers) : read_needle(o, skipped);
@@ -192,8 +195,6 @@ int main(int argc, char** argv) {
   if (o.limit && items.size() > o.limit) items.resize(o.limit);
   if (items.empty()) return app::fail(kTool, fmt::format("{}: no valid examples ({} skipped)", o.data, skipped));
 
-  auto lm = app::load_model_and_tokenizer(common, tokenizer_path);
-  if (!lm) return app::fail(kTool, lm.message());
 
   GenerateOptions gopt;
   gopt.constrain = *decode::parse_constrain_mode(o.constrain);

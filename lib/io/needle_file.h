@@ -52,6 +52,8 @@ class NeedleFile {
   uint32_t version_major() const { return major_; }
   uint32_t version_minor() const { return minor_; }
   uint64_t file_size() const { return bytes_.size(); }
+  // CRC-32 of the data section as recorded in the header: equal tensors give equal values.
+  uint32_t data_crc() const { return data_crc_; }
   // Recomputes the data checksum.
   Status verify_data() const;
 

@@ -74,7 +74,7 @@ TEST_CASE("f32 model files round-trip every value, config and tokenizer", "[form
   for_each_tensor(p, c, [&](const TensorSpec&, std::vector<float>& v) { a.insert(a.end(), v.begin(), v.end()); });
   for_each_tensor(*q, c, [&](const TensorSpec&, std::vector<float>& v) { b.insert(b.end(), v.begin(), v.end()); });
   CHECK(a == b);
-  for (auto& t : m->file.tensors()) CHECK(reinterpret_cast<uintptr_t>(t.data - bytes.data()) % kNeedleAlign == 0);
+  for (auto& t : m->file.tensors()) CHECK((size_t)(t.data - bytes.data()) % kNeedleAlign == 0);
 }
 
 TEST_CASE("int4 files store kernels as Q4, the embedding as Q8, norms as f32", "[format]") {
