@@ -226,38 +226,39 @@ void quantize_q8_neon(const float* x, size_t ldx, BlockQ8* y, size_t rows, size_
   }
 }
 
-// Weight block as two signed int8x16 halves (elements 0..15, 16..31).
+// A block's 32 int8 values as two int8x16 halves (elements 0..15, 16..31).
 struct W2 {
   int8x16_t lo, hi;
 };
-inline W2 load_w(const BlockQ4& b) {
+// Raw Q4 nibbles u = q + 8 in [0, 15]; the dot policies remove the offset.
+inline W2 load_nibbles(const BlockQ4& b) {
   const uint8x16_t q = vld1q_u8(b.qs);
-  const int8x16_t eight = vdupq_n_s8(8);
-  return {vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), eight),
-          vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight)};
+  return {vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), vreinterpretq_s8_u8(vshrq_n_u8(q, 4))};
 }
-inline W2 load_w(const BlockQ8& b) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16)}; }
-inline W2 load_x(const BlockQ8& b) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16)}; }
+inline W2 load_q8(const BlockQ8& b) { return {vld1q_s8(b.qs), vld1q_s8(b.qs + 16)}; }
 
 // Register tile: RW weight rows x RM activation rows, y[m*ldy + r]. D provides
-// static int32x4_t dot(const W2& w, const W2& x) (4 partial sums of the 32 products).
+//   struct XQ; static XQ prep(const BlockQ8&);            activation block, prepared once
+//   static W2 load(const BlockQ4&) / load(const BlockQ8&);
+//   static int32x4_t dot(const BlockQ4*, const W2&, const XQ&) / dot(const BlockQ8*, ...)
+// (4 int32 partial sums of the 32 products).
 template <class D, class WB, int RW, int RM>
 inline void tile(const WB* w, const BlockQ8* x, size_t nb, float* y, size_t ldy) {
   float32x4_t acc[RM][RW];
   for (int m = 0; m < RM; ++m)
     for (int r = 0; r < RW; ++r) acc[m][r] = vdupq_n_f32(0.0f);
   for (size_t b = 0; b < nb; ++b) {
-    W2 xq[RM];
+    typename D::XQ xq[RM];
     float xd[RM];
     for (int m = 0; m < RM; ++m) {
-      xq[m] = load_x(x[m * nb + b]);
+      xq[m] = D::prep(x[m * nb + b]);
       xd[m] = x[m * nb + b].d;
     }
     for (int r = 0; r < RW; ++r) {
       const WB& wb = w[r * nb + b];
-      const W2 wv = load_w(wb);
+      const W2 wv = D::load(wb);
       for (int m = 0; m < RM; ++m)
-        acc[m][r] = vfmaq_n_f32(acc[m][r], vcvtq_f32_s32(D::dot(wv, xq[m])), wb.d * xd[m]);
+        acc[m][r] = vfmaq_n_f32(acc[m][r], vcvtq_f32_s32(D::dot(&wb, wv, xq[m])), wb.d * xd[m]);
     }
   }
   for (int m = 0; m < RM; ++m)

@@ -5,8 +5,16 @@ namespace nk::detail {
 namespace {
 
 struct NeonDot {
+  using XQ = W2;
+  static XQ prep(const BlockQ8& x) { return load_q8(x); }
+  static W2 load(const BlockQ4& b) {
+    const W2 u = load_nibbles(b);
+    const int8x16_t eight = vdupq_n_s8(8);
+    return {vsubq_s8(u.lo, eight), vsubq_s8(u.hi, eight)};
+  }
+  static W2 load(const BlockQ8& b) { return load_q8(b); }
   // |w| <= 128, |x| <= 127: two products fit in int16 (2 * 128 * 127 < 2^15).
-  static int32x4_t dot(const W2& w, const W2& x) {
+  static int32x4_t dot(const void*, const W2& w, const W2& x) {
     int16x8_t p0 = vmull_s8(vget_low_s8(w.lo), vget_low_s8(x.lo));
     p0 = vmlal_high_s8(p0, w.lo, x.lo);
     int16x8_t p1 = vmull_s8(vget_low_s8(w.hi), vget_low_s8(x.hi));
