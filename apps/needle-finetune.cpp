@@ -1,0 +1,420 @@
+// needle-finetune: fine-tune (or pretrain, --init random) on a Needle JSONL file on the CPU,
+// following the original recipe: per-tool split, base evaluation, training with validation
+// every epoch keeping the best checkpoint, final evaluation, BASE_EVAL / FINETUNED_EVAL lines.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "common/cli.h"
+#include "common/progress.h"
+#include "decode/greedy.h"
+#include "eval/metrics.h"
+#include "io/file.h"
+#include "io/pickle.h"
+#include "model/model_io.h"
+#include "train/finetune_data.h"
+#include "train/trainer.h"
+
+using namespace needle;
+
+namespace {
+
+constexpr const char* kTool = "needle-finetune";
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal = sig; }
+
+struct Opts {
+  std::string data, out, export_pkl, init = "model", config_path, tokenizer_path, checkpoint_dir, resume, log_jsonl;
+  std::string type = "int4", optimizer = "muon";
+  int epochs = 3, batch = 16, warmup_pct = 5, per_tool = 10, checkpoint_every = 100, qat_every = 100;
+  float lr = 3e-5f, muon_lr = 0.02f, dropout = 0.1f, contrastive_weight = 0.0f;
+  size_t max_enc_len = 1024, max_dec_len = 512;
+  uint64_t seed = 0;
+  bool no_eval = false;
+};
+
+// A model built in memory from parameters, for evaluation with the fast engine.
+struct MemModel {
+  std::vector<uint8_t> bytes;
+  Model model;
+  std::shared_ptr<const EngineWeights> weights;
+};
+
+Result<std::unique_ptr<MemModel>> mem_model(const Params& p, const Config& c) {
+  WriteOptions wo;
+  wo.type = WeightType::F32;
+  NEEDLE_ASSIGN(NeedleWriter w, build_needle(p, c, wo));
+  auto m = std::make_unique<MemModel>();
+  m->bytes = w.serialize();
+  NEEDLE_ASSIGN(NeedleFile f, NeedleFile::parse(m->bytes));
+  NEEDLE_ASSIGN(m->model, model_from_file(std::move(f)));
+  NEEDLE_ASSIGN(m->weights, prepare_weights(m->model));
+  return m;
+}
+
+// Generates on `idx` and scores with the reference metrics (examples without calls skipped,
+// as the original's evaluation does).
+Result<eval::MetricsReport> evaluate(const Params& p, const Config& c, const text::Tokenizer& tok,
+                                     const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
+                                     unsigned threads) {
+  NEEDLE_ASSIGN(auto mm, mem_model(p, c));
+  std::vector<std::string> preds(idx.size());
+  std::vector<std::string> errors(idx.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    auto g = Generator::create(mm->weights, tok, 1);
+    if (!g) {
+      errors[0] = g.message();
+      return;
+    }
+    GenerateOptions go;
+    for (size_t i; (i = next++) < idx.size();) {
+      auto r = (*g)->run(ex[idx[i]].query, ex[idx[i]].tools, go);
+      if (!r) errors[i] = r.message();
+      else preds[i] = r->parsed ? json::dump_compact(r->calls) : r->text;
+    }
+  };
+  std::vector<std::thread> ts;
+  for (unsigned t = 1; t < std::max(1u, threads); ++t) ts.emplace_back(work);
+  work();
+  for (auto& t : ts) t.join();
+  eval::MetricsAccumulator acc(eval::MetricsOptions{.skip_empty_references = true});
+  for (size_t i = 0; i < idx.size(); ++i) {
+    if (!errors[i].empty()) return make_error("evaluation failed: {}", errors[i]);
+    acc.add(preds[i], ex[idx[i]].answers);
+  }
+  return acc.finalize();
+}
+
+Result<double> val_loss(train::Trainer& t, const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
+                        int batch) {
+  double sum = 0;
+  int64_t toks = 0;
+  for (size_t i = 0; i < idx.size(); i += (size_t)batch) {
+    std::vector<size_t> b(idx.begin() + (ptrdiff_t)i, idx.begin() + (ptrdiff_t)std::min(idx.size(), i + (size_t)batch));
+    auto tb = train::make_batch(ex, b);
+    NEEDLE_ASSIGN(auto l, t.eval_loss(tb));
+    sum += l.ce * (double)tb.target_tokens();
+    toks += tb.target_tokens();
+  }
+  return toks ? sum / (double)toks : 0.0;
+}
+
+// Checkpoint: one .needle-container file (checksummed, written atomically) holding the
+// trainer state, the data position and the best parameters so far.
+struct Progress {
+  int64_t epoch = 0, batch = 0;
+  double best_score = -1;
+  int64_t best_epoch = -1;
+  std::vector<uint8_t> best;  // serialized f32 .needle of the best parameters
+};
+
+Status save_checkpoint(const std::string& dir, const train::Trainer& t, const Progress& pr) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return make_error("cannot create checkpoint directory '{}': {}", dir, ec.message());
+  NeedleWriter w;
+  w.set_meta("ckpt.trainer", MetaBytes(t.to_bytes()));
+  w.set_meta("ckpt.epoch", pr.epoch);
+  w.set_meta("ckpt.batch", pr.batch);
+  w.set_meta("ckpt.best_score", pr.best_score);
+  w.set_meta("ckpt.best_epoch", pr.best_epoch);
+  w.set_meta("ckpt.best", MetaBytes(pr.best));
+  return w.write(dir + "/checkpoint.needle");
+}
+
+Result<std::pair<train::Trainer, Progress>> load_checkpoint(const std::string& dir, unsigned threads) {
+  NEEDLE_ASSIGN(NeedleFile f, NeedleFile::open(dir + "/checkpoint.needle", true));
+  auto bytes = [&](const char* k) -> Result<const MetaBytes*> {
+    auto* v = f.meta(k);
+    if (!v || !std::get_if<MetaBytes>(v)) return make_error("checkpoint lacks {}", k);
+    return std::get_if<MetaBytes>(v);
+  };
+  auto i64 = [&](const char* k) -> Result<int64_t> {
+    auto* v = f.meta(k);
+    if (!v || !std::get_if<int64_t>(v)) return make_error("checkpoint lacks {}", k);
+    return std::get<int64_t>(*v);
+  };
+  NEEDLE_ASSIGN(const MetaBytes* tb, bytes("ckpt.trainer"));
+  NEEDLE_ASSIGN(train::Trainer t, train::Trainer::from_bytes(*tb, threads));
+  Progress pr;
+  NEEDLE_ASSIGN(pr.epoch, i64("ckpt.epoch"));
+  NEEDLE_ASSIGN(pr.batch, i64("ckpt.batch"));
+  NEEDLE_ASSIGN(pr.best_epoch, i64("ckpt.best_epoch"));
+  auto* bs = f.meta("ckpt.best_score");
+  if (!bs || !std::get_if<double>(bs)) return make_error("checkpoint lacks ckpt.best_score");
+  pr.best_score = std::get<double>(*bs);
+  NEEDLE_ASSIGN(const MetaBytes* best, bytes("ckpt.best"));
+  pr.best = *best;
+  return std::pair{std::move(t), std::move(pr)};
+}
+
+Result<Config> config_from_json(const std::string& path) {
+  NEEDLE_ASSIGN(auto bytes, read_file(path, 1 << 20));
+  NEEDLE_ASSIGN(json::Value v, json::parse(std::string(bytes.begin(), bytes.end())));
+  if (!v.is_object()) return make_error("{}: expected a JSON object of config keys", path);
+  std::vector<std::pair<std::string, ScalarValue>> dict;
+  for (auto& [k, x] : v.object) {
+    if (x.type == json::Type::Int) dict.emplace_back(k, (int64_t)x.number);
+    else if (x.type == json::Type::Float) dict.emplace_back(k, x.number);
+    else if (x.is_bool()) dict.emplace_back(k, x.boolean);
+    else if (x.is_string()) dict.emplace_back(k, x.text);
+    else return make_error("{}: config key '{}' must be a scalar", path, k);
+  }
+  auto c = Config::from_pickle(dict);
+  if (!c) return make_error("{}: {}", path, c.message());
+  return c;
+}
+
+json::Value eval_json(const eval::MetricsReport& r) {
+  return eval::to_json(r, eval::ReportJsonOptions{.round_digits = 4});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "needle-finetune: fine-tune a Needle model on a JSONL file on the CPU.\n\n"
+      "  needle-finetune DATA.jsonl [-m BASE.needle] -o OUT.needle [--epochs 3] [--batch-size 16]\n"
+      "  needle-finetune DATA.jsonl --init random --config CONFIG.json --tokenizer needle.model -o OUT.needle\n"
+      "  needle-finetune DATA.jsonl -m BASE.needle -o OUT.needle --checkpoint-dir ckpt   (then --resume ckpt)\n\n"
+      "Recipe (as the original): split per primary tool (10 test, 10 val, rest train); evaluate the base on test;\n"
+      "train, validating every epoch (loss and call F1) and keeping the best; evaluate the best on test;\n"
+      "print BASE_EVAL:{json} and FINETUNED_EVAL:{json}; write OUT (INT4 by default).\n"
+      "SIGINT/SIGTERM save a checkpoint (with --checkpoint-dir) and exit; --resume continues bit-identically.",
+      kTool};
+  app::CommonOptions common;
+  app::add_common_options(app, common);
+  Opts o;
+  app.add_option("data", o.data, "Training data: Needle JSONL ({query, tools, answers} per line)")->required();
+  app.add_option("-o,--output", o.out, "Output model (.needle)")->required();
+  app.add_option("--type", o.type, "Output weights: int4 (default), int8, f16, f32")
+      ->check(CLI::IsMember({"int4", "int8", "f16", "f32"}));
+  app.add_option("--export-pkl", o.export_pkl, "Also write the original pickle layout");
+  app.add_option("--init", o.init, "model (default: start from -m) or random (pretrain; needs --config)")
+      ->check(CLI::IsMember({"model", "random"}));
+  app.add_option("--config", o.config_path, "With --init random: JSON object of config keys (reference defaults fill the rest)");
+  app.add_option("--tokenizer", o.tokenizer_path, "SentencePiece model (default: the base model's)");
+  app.add_option("--epochs", o.epochs, "Epochs (default 3)")->check(CLI::Range(1, 100000));
+  app.add_option("--batch-size", o.batch, "Examples per step (default 16)")->check(CLI::Range(1, 4096));
+  app.add_option("--lr", o.lr, "AdamW peak learning rate (default 3e-5)");
+  app.add_option("--muon-lr", o.muon_lr, "Muon peak learning rate for 2-D kernels (default 0.02)");
+  app.add_option("--optimizer", o.optimizer, "muon (default: Muon on kernels, AdamW on the rest) or adamw")
+      ->check(CLI::IsMember({"muon", "adamw"}));
+  app.add_option("--warmup", o.warmup_pct, "Warmup, percent of all steps (default 5)")->check(CLI::Range(0, 100));
+  app.add_option("--dropout", o.dropout, "Dropout on residual branches (default 0.1)");
+  app.add_option("--qat-every", o.qat_every, "Every N-th step runs with INT4 fake-quantized kernels (0 = never)");
+  app.add_option("--contrastive-weight", o.contrastive_weight, "Weight of the CLIP loss (default 0: off)");
+  app.add_option("--max-enc-len", o.max_enc_len, "Encoder tokens (default 1024)")->check(CLI::Range(8, 4096));
+  app.add_option("--max-dec-len", o.max_dec_len, "Decoder tokens; longer answers are dropped (default 512)")
+      ->check(CLI::Range(4, 4096));
+  app.add_option("--val-split", o.per_tool, "Test and validation examples per tool (default 10)")->check(CLI::Range(0, 100000));
+  app.add_option("--seed", o.seed, "Seed for the split, data order, init and dropout (default 0)");
+  app.add_option("--checkpoint-dir", o.checkpoint_dir, "Write a checkpoint here every --checkpoint-every steps and each epoch");
+  app.add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints (default 100)")->check(CLI::Range(1, 1 << 30));
+  app.add_option("--resume", o.resume, "Continue the run saved in this checkpoint directory");
+  app.add_option("--log-jsonl", o.log_jsonl, "Append one JSON line of metrics per step to this file");
+  app.add_flag("--no-eval", o.no_eval, "Skip the base and final generation evaluations");
+  if (int rc = app::parse(app, argc, argv); rc >= 0) return rc;
+  app::init_logging(common);
+  const unsigned threads = (unsigned)app::resolved_threads(common);
+  if (!o.resume.empty() && o.checkpoint_dir.empty()) o.checkpoint_dir = o.resume;
+
+  // Model and tokenizer.
+  Config cfg;
+  Params params;
+  std::vector<uint8_t> tok_bytes;
+  std::unique_ptr<Model> base;
+  if (o.init == "random") {
+    if (o.config_path.empty()) return app::fail(kTool, "--init random needs --config CONFIG.json");
+    if (o.tokenizer_path.empty()) return app::fail(kTool, "--init random needs --tokenizer needle.model");
+    auto c = config_from_json(o.config_path);
+    if (!c) return app::fail(kTool, c.message());
+    cfg = *c;
+    params = train::init_params(cfg, o.seed);
+  } else {
+    auto path = app::resolve_model(common);
+    if (!path) return app::fail(kTool, path.message());
+    auto m = load_model(*path);
+    if (!m) return app::fail(kTool, m.message());
+    cfg = m->config;
+    tok_bytes = m->tokenizer;
+    auto p = to_params(*m);
+    if (!p) return app::fail(kTool, p.message());
+    params = std::move(p).value();
+  }
+  if (!o.tokenizer_path.empty()) {
+    auto b = read_file(o.tokenizer_path, 64u << 20);
+    if (!b) return app::fail(kTool, b.message());
+    tok_bytes = std::move(b).value();
+  }
+  if (tok_bytes.empty()) return app::fail(kTool, "the base model embeds no tokenizer: pass --tokenizer needle.model");
+  auto tok = text::Tokenizer::from_bytes(std::span<const uint8_t>(tok_bytes));
+  if (!tok) return app::fail(kTool, tok.message());
+  if (tok->vocab_size() != cfg.vocab_size)
+    return app::fail(kTool, fmt::format("tokenizer has {} pieces, the model's vocabulary is {}", tok->vocab_size(), cfg.vocab_size));
+
+  // Data.
+  train::LoadReport rep;
+  train::SeqLimits lim{o.max_enc_len, o.max_dec_len};
+  auto examples_r = train::load_examples(o.data, *tok, lim, rep);
+  if (!examples_r) return app::fail(kTool, examples_r.message());
+  auto examples = std::move(examples_r).value();
+  for (auto& e : rep.skipped) spdlog::warn("{}: line {}: {} (skipped)", o.data, e.line_no, e.message);
+  auto split = train::split_per_tool(examples, (size_t)o.per_tool, o.seed);
+  for (auto& [tool, n] : split.small_tools)
+    spdlog::warn("tool '{}' has only {} examples (under 120): results for it will be noisy", tool.empty() ? "<no call>" : tool, n);
+  if (split.train.size() < (size_t)o.batch)
+    return app::fail(kTool, fmt::format("{}: too little data: {} training examples for a batch of {} ({} valid lines, {} skipped)",
+                                        o.data, split.train.size(), o.batch, examples.size(), rep.skipped.size()));
+  spdlog::info("{} examples: {} train, {} val, {} test ({} lines skipped)", examples.size(), split.train.size(),
+               split.val.size(), split.test.size(), rep.skipped.size());
+
+  // Trainer (fresh or resumed).
+  const int64_t steps_per_epoch = (int64_t)(split.train.size() / (size_t)o.batch);
+  train::TrainOptions to;
+  to.optim.muon = o.optimizer == "muon";
+  to.optim.adam_lr = o.lr;
+  to.optim.muon_lr = o.muon_lr;
+  to.schedule.total_steps = steps_per_epoch * o.epochs;
+  to.schedule.warmup_frac = o.warmup_pct / 100.0;
+  to.dropout = o.dropout;
+  to.qat_every = o.qat_every;
+  to.clip_weight = o.contrastive_weight;
+  to.seed = o.seed;
+  Progress pr;
+  std::optional<train::Trainer> trainer;
+  if (!o.resume.empty()) {
+    auto r = load_checkpoint(o.resume, threads);
+    if (!r) return app::fail(kTool, fmt::format("cannot resume from {}: {}", o.resume, r.message()));
+    trainer.emplace(std::move(r->first));
+    pr = std::move(r->second);
+    spdlog::info("resumed from {} at epoch {}, batch {} (step {})", o.resume, pr.epoch, pr.batch, trainer->step());
+  } else {
+    auto t = train::Trainer::create(cfg, params, to, threads);
+    if (!t) return app::fail(kTool, t.message());
+    trainer.emplace(std::move(t).value());
+  }
+
+  if (!o.no_eval && o.resume.empty() && !split.test.empty()) {
+    auto base_eval = evaluate(params, cfg, *tok, examples, split.test, threads);
+    if (!base_eval) return app::fail(kTool, base_eval.message(), app::kRuntimeError);
+    fmt::print("BASE_EVAL:{}\n", json::dump_compact(eval_json(*base_eval)));
+    std::fflush(stdout);
+  }
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::FILE* log = nullptr;
+  if (!o.log_jsonl.empty() && !(log = std::fopen(o.log_jsonl.c_str(), "a")))
+    return app::fail(kTool, fmt::format("cannot open --log-jsonl file '{}'", o.log_jsonl), app::kRuntimeError);
+
+  auto checkpoint = [&]() -> bool {
+    if (o.checkpoint_dir.empty()) return true;
+    if (auto st = save_checkpoint(o.checkpoint_dir, *trainer, pr); !st) {
+      spdlog::error("checkpoint failed: {}", st.message());
+      return false;
+    }
+    return true;
+  };
+
+  app::Progress bar(kTool, (size_t)(steps_per_epoch * o.epochs), "steps", !common.quiet);
+  bar.tick((size_t)trainer->step());
+  double tokens_done = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (; pr.epoch < o.epochs; ++pr.epoch, pr.batch = 0) {
+    std::vector<size_t> order = split.train;
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(o.seed * 1000003 + (uint64_t)pr.epoch));
+    for (; pr.batch < steps_per_epoch; ++pr.batch) {
+      std::vector<size_t> idx(order.begin() + pr.batch * o.batch, order.begin() + (pr.batch + 1) * o.batch);
+      auto tb = train::make_batch(examples, idx);
+      auto st = trainer->train_step(tb);
+      if (!st) return app::fail(kTool, st.message(), app::kRuntimeError);
+      int64_t toks = 0;
+      for (int v : tb.enc_seg) toks += v;
+      toks += tb.target_tokens();
+      tokens_done += (double)toks;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      bar.set_status(fmt::format("loss {:.4f} {:.0f} tok/s", st->loss, tokens_done / std::max(secs, 1e-9)));
+      bar.tick();
+      if (log) {
+        fmt::print(log, "{{\"step\":{},\"epoch\":{},\"loss\":{:.6f},\"ce\":{:.6f},\"z_loss\":{:.6f},\"grad_norm\":{:.6f},\"lr_scale\":{:.6f},\"tokens\":{},\"tok_s\":{:.1f}}}\n",
+                   st->step, pr.epoch, st->loss, st->text.ce, st->text.z_loss, st->grad_norm, st->lr_scale, toks,
+                   tokens_done / std::max(secs, 1e-9));
+        std::fflush(log);
+      }
+      const bool stop = g_signal != 0;
+      if (stop || (trainer->step() % o.checkpoint_every == 0)) {
+        ++pr.batch;  // the position to continue from
+        bool ok = checkpoint();
+        --pr.batch;
+        if (stop) {
+          bar.finish();
+          if (log) std::fclose(log);
+          spdlog::warn("interrupted by signal {}; {}", (int)g_signal,
+                       o.checkpoint_dir.empty() ? "no --checkpoint-dir, progress is lost"
+                                                : fmt::format("checkpoint saved: continue with --resume {}", o.checkpoint_dir));
+          return ok ? 130 : app::kRuntimeError;
+        }
+      }
+    }
+    // Validation: loss and call F1; keep the best (F1, then lower loss).
+    auto vl = split.val.empty() ? Result<double>(0.0) : val_loss(*trainer, examples, split.val, o.batch);
+    if (!vl) return app::fail(kTool, vl.message(), app::kRuntimeError);
+    double f1 = 0;
+    if (!o.no_eval && !split.val.empty()) {
+      auto ve = evaluate(trainer->params(), cfg, *tok, examples, split.val, threads);
+      if (!ve) return app::fail(kTool, ve.message(), app::kRuntimeError);
+      f1 = ve->call_f1;
+    }
+    const double score = f1 - 1e-6 * *vl;
+    spdlog::info("epoch {}: val loss {:.4f}, val call F1 {:.4f}", pr.epoch + 1, *vl, f1);
+    if (score > pr.best_score || pr.best.empty()) {
+      pr.best_score = score;
+      pr.best_epoch = pr.epoch;
+      WriteOptions wo;
+      wo.type = WeightType::F32;
+      auto w = build_needle(trainer->params(), cfg, wo);
+      if (!w) return app::fail(kTool, w.message(), app::kRuntimeError);
+      pr.best = w->serialize();
+    }
+    ++pr.epoch;
+    pr.batch = 0;
+    checkpoint();
+    --pr.epoch;
+  }
+  bar.finish();
+  if (log) std::fclose(log);
+
+  // The best parameters.
+  auto bestf = NeedleFile::parse(pr.best);
+  if (!bestf) return app::fail(kTool, bestf.message(), app::kRuntimeError);
+  auto bestm = model_from_file(std::move(bestf).value());
+  if (!bestm) return app::fail(kTool, bestm.message(), app::kRuntimeError);
+  auto best = to_params(*bestm);
+  if (!best) return app::fail(kTool, best.message(), app::kRuntimeError);
+  spdlog::info("best epoch {}", pr.best_epoch + 1);
+  if (!o.no_eval && !split.test.empty()) {
+    auto fe = evaluate(*best, cfg, *tok, examples, split.test, threads);
+    if (!fe) return app::fail(kTool, fe.message(), app::kRuntimeError);
+    fmt::print("FINETUNED_EVAL:{}\n", json::dump_compact(eval_json(*fe)));
+  }
+  WriteOptions wo;
+  wo.type = *weight_type_from_name(o.type);
+  wo.tokenizer = tok_bytes;
+  wo.source = "needle-finetune " + o.data;
+  if (auto st = save_needle(o.out, *best, cfg, wo); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
+  spdlog::info("wrote {}", o.out);
+  if (!o.export_pkl.empty()) {
+    auto bytes = write_pickle_checkpoint(params_to_pickle(*best, cfg));
+    if (!bytes) return app::fail(kTool, bytes.message(), app::kRuntimeError);
+    if (auto st = write_file_atomic(o.export_pkl, *bytes); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
+  }
+  return app::kOk;
+}
