@@ -173,12 +173,144 @@ void attention_rows_avx2(const AttnArgs& a, size_t h0, size_t h1, size_t i0, siz
   }
 }
 
+// Two query heads that share a kv head (GQA), one query row at a time, three passes: scores of
+// both heads for all visible keys (each key row loaded once for both heads, 4 keys per block),
+// softmax over the score rows (vectorized exp), then the weighted sum of V (each value row loaded
+// once for both heads, in two halves of the head dim to keep both outputs in registers). K and V
+// stream from L2 once per pair instead of once per head, which is what bounds a decode step.
+template <int NV>
+void attention_pair_avx2(const AttnArgs& a, size_t h, size_t i0, size_t i1) {
+  constexpr size_t hd = 8 * NV;
+  constexpr int NH = NV / 2 > 0 ? NV / 2 : 1;  // vectors per half of the head dim
+  const size_t g = h / (a.hq / a.hkv);
+  const size_t q_ld = a.q_ld ? a.q_ld : a.hq * hd;
+  const size_t k_ld = a.k_ld ? a.k_ld : a.hkv * hd;
+  const size_t v_ld = a.v_ld ? a.v_ld : a.hkv * hd;
+  const size_t o_ld = a.out_ld ? a.out_ld : a.hq * hd;
+  const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const float* kh = a.k + g * hd;
+  const float* vh = a.v + g * hd;
+  float* sa = scratch_floats(2 * (a.lk + 8), 0);
+  float* sb = sa + a.lk + 8;
+  for (size_t i = i0; i < i1; ++i) {
+    const float* qa = a.q + i * q_ld + h * hd;
+    const float* qb = qa + hd;
+    float* oa = a.out + i * o_ld + h * hd;
+    float* ob = oa + hd;
+    const size_t limit = attn_key_limit(a, i);
+    bool any = limit > 0;
+    if (any && a.key_mask) {
+      any = false;
+      for (size_t j = 0; j < limit && !any; ++j) any = a.key_mask[j] != 0;
+    }
+    if (!any) {  // every key masked: uniform softmax over all Lk keys
+      for (size_t t = 0; t < 2 * hd; ++t) oa[t] = 0.0f;
+      if (a.lk == 0) continue;
+      const float p = 1.0f / static_cast<float>(a.lk);
+      for (size_t j = 0; j < a.lk; ++j) {
+        Avx2F32::axpy(oa, p, vh + j * v_ld, hd);
+        Avx2F32::axpy(ob, p, vh + j * v_ld, hd);
+      }
+      continue;
+    }
+    // 1. scores, 4 keys at a time: [a0..a3 | b0..b3] after the reduction
+    const size_t l4 = limit / 4 * 4;
+    for (size_t j0 = 0; j0 < l4; j0 += 4) {
+      __m256 da[4], db[4];
+      for (int jj = 0; jj < 4; ++jj) {
+        da[jj] = _mm256_setzero_ps();
+        db[jj] = _mm256_setzero_ps();
+      }
+      for (int v = 0; v < NV; ++v) {
+        const __m256 qav = _mm256_loadu_ps(qa + 8 * v), qbv = _mm256_loadu_ps(qb + 8 * v);
+        for (int jj = 0; jj < 4; ++jj) {
+          const __m256 kv = _mm256_loadu_ps(kh + (j0 + jj) * k_ld + 8 * v);
+          da[jj] = _mm256_fmadd_ps(qav, kv, da[jj]);
+          db[jj] = _mm256_fmadd_ps(qbv, kv, db[jj]);
+        }
+      }
+      // hadd twice: lanes [a0 a1 a2 a3 | a0' a1' a2' a3'] (low / high halves of each dot)
+      const __m256 ra = _mm256_hadd_ps(_mm256_hadd_ps(da[0], da[1]), _mm256_hadd_ps(da[2], da[3]));
+      const __m256 rb = _mm256_hadd_ps(_mm256_hadd_ps(db[0], db[1]), _mm256_hadd_ps(db[2], db[3]));
+      const __m128 sa4 = _mm_add_ps(_mm256_castps256_ps128(ra), _mm256_extractf128_ps(ra, 1));
+      const __m128 sb4 = _mm_add_ps(_mm256_castps256_ps128(rb), _mm256_extractf128_ps(rb, 1));
+      _mm_storeu_ps(sa + j0, _mm_mul_ps(sa4, _mm_set1_ps(scale)));
+      _mm_storeu_ps(sb + j0, _mm_mul_ps(sb4, _mm_set1_ps(scale)));
+    }
+    for (size_t j = l4; j < limit; ++j) {
+      sa[j] = Avx2F32::dot(qa, kh + j * k_ld, hd) * scale;
+      sb[j] = Avx2F32::dot(qb, kh + j * k_ld, hd) * scale;
+    }
+    if (a.key_mask)
+      for (size_t j = 0; j < limit; ++j)
+        if (!a.key_mask[j]) sa[j] = sb[j] = -INFINITY;
+    // 2. softmax numerators; pad to a multiple of 8 with -inf (e^-inf = 0)
+    const size_t l8 = (limit + 7) / 8 * 8;
+    for (size_t j = limit; j < l8; ++j) sa[j] = sb[j] = -INFINITY;
+    __m256 ma = _mm256_set1_ps(-INFINITY), mb = ma;
+    for (size_t j = 0; j < l8; j += 8) {
+      ma = _mm256_max_ps(ma, _mm256_loadu_ps(sa + j));
+      mb = _mm256_max_ps(mb, _mm256_loadu_ps(sb + j));
+    }
+    const __m256 mav = _mm256_set1_ps(hmax8(ma)), mbv = _mm256_set1_ps(hmax8(mb));
+    __m256 la = _mm256_setzero_ps(), lb = _mm256_setzero_ps();
+    for (size_t j = 0; j < l8; j += 8) {
+      const __m256 pa = exp256(_mm256_sub_ps(_mm256_loadu_ps(sa + j), mav));
+      const __m256 pb = exp256(_mm256_sub_ps(_mm256_loadu_ps(sb + j), mbv));
+      _mm256_storeu_ps(sa + j, pa);
+      _mm256_storeu_ps(sb + j, pb);
+      la = _mm256_add_ps(la, pa);
+      lb = _mm256_add_ps(lb, pb);
+    }
+    const __m256 ia = _mm256_set1_ps(1.0f / hsum8(la)), ib = _mm256_set1_ps(1.0f / hsum8(lb));
+    // 3. weighted sum of V, each half of the head dim in registers for both heads
+    for (int half = 0; half < (NV + NH - 1) / NH; ++half) {
+      const int v0 = half * NH, nv = NV - v0 < NH ? NV - v0 : NH;
+      __m256 acc_a[NH], acc_b[NH];
+      for (int v = 0; v < NH; ++v) {
+        acc_a[v] = _mm256_setzero_ps();
+        acc_b[v] = _mm256_setzero_ps();
+      }
+      for (size_t j = 0; j < limit; ++j) {
+        if (sa[j] == 0.0f && sb[j] == 0.0f) continue;  // masked (or negligible) for both heads
+        const __m256 pa = _mm256_broadcast_ss(sa + j), pb = _mm256_broadcast_ss(sb + j);
+        const float* vj = vh + j * v_ld + 8 * v0;
+        for (int v = 0; v < nv; ++v) {
+          const __m256 vv = _mm256_loadu_ps(vj + 8 * v);
+          acc_a[v] = _mm256_fmadd_ps(pa, vv, acc_a[v]);
+          acc_b[v] = _mm256_fmadd_ps(pb, vv, acc_b[v]);
+        }
+      }
+      for (int v = 0; v < nv; ++v) {
+        _mm256_storeu_ps(oa + 8 * (v0 + v), _mm256_mul_ps(acc_a[v], ia));
+        _mm256_storeu_ps(ob + 8 * (v0 + v), _mm256_mul_ps(acc_b[v], ib));
+      }
+    }
+  }
+}
+
+template <int NV>
+void attention_heads_avx2(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
+  const size_t group = a.hq / a.hkv;
+  size_t h = h0;
+  while (h < h1) {
+    // a pair of heads on the same kv head shares the K/V passes
+    if (group >= 2 && h + 1 < h1 && h / group == (h + 1) / group) {
+      attention_pair_avx2<NV>(a, h, i0, i1);
+      h += 2;
+    } else {
+      attention_rows_avx2<NV>(a, h, h + 1, i0, i1);
+      h += 1;
+    }
+  }
+}
+
 void attention_avx2(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1) {
   switch (a.hd) {
-    case 8: return attention_rows_avx2<1>(a, h0, h1, i0, i1);
-    case 16: return attention_rows_avx2<2>(a, h0, h1, i0, i1);
-    case 32: return attention_rows_avx2<4>(a, h0, h1, i0, i1);
-    case 64: return attention_rows_avx2<8>(a, h0, h1, i0, i1);
+    case 8: return attention_heads_avx2<1>(a, h0, h1, i0, i1);
+    case 16: return attention_heads_avx2<2>(a, h0, h1, i0, i1);
+    case 32: return attention_heads_avx2<4>(a, h0, h1, i0, i1);
+    case 64: return attention_heads_avx2<8>(a, h0, h1, i0, i1);
     default: return attention_online<Avx2F32>(a, h0, h1, i0, i1);  // any other head size
   }
 }

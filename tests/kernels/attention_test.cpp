@@ -145,6 +145,8 @@ TEST_CASE("attention: no mask, GQA, several shapes") {
       check_all_paths(mha, seed += 3);
       Case mqa{2, lk, 4, 1, hd};
       check_all_paths(mqa, seed += 3);
+      Case odd{2, lk, 6, 3, hd};  // head splits that break kv groups apart (3 | 3 of pairs)
+      check_all_paths(odd, seed += 3);
     }
   }
 }
