@@ -357,7 +357,7 @@ int main(int argc, char** argv) {
         if (stop) {
           bar.finish();
           if (log) std::fclose(log);
-          spdlog::warn("interrupted by signal {}; {}", (int)g_signal,
+          fmt::print(stderr, "{}: interrupted by signal {}; {}\n", kTool, (int)g_signal,
                        o.checkpoint_dir.empty() ? "no --checkpoint-dir, progress is lost"
                                                 : fmt::format("checkpoint saved: continue with --resume {}", o.checkpoint_dir));
           return ok ? 130 : app::kRuntimeError;
