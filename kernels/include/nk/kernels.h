@@ -38,7 +38,8 @@ struct AttnArgs {
   size_t q_pos0 = 0;         // position of query row 0 relative to key row 0 (KV-cache decode)
   size_t k_valid = SIZE_MAX; // keys j >= k_valid are masked (key length)
   const uint8_t* key_mask = nullptr;  // optional, lk bytes: 0 = masked key (padding)
-  size_t kv_block = 0;       // keys per online-softmax block; 0 = default (64). SIMD paths only.
+  size_t kv_block = 0;       // keys per block of the generic online softmax (head sizes without a
+                             // specialised SIMD kernel, see docs/kernels.md); 0 = 64
 };
 
 struct Kernels {
