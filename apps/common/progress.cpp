@@ -54,7 +54,7 @@ void Progress::draw(bool final) {
     std::string bar;
     if (total_) {
       const int width = 30, fill = (int)(width * std::min<double>(1.0, (double)done / total_));
-      bar = "[" + std::string((size_t)fill, '#') + std::string((size_t)(width - fill), ' ') + "] ";
+      bar = fmt::format("[{:#<{}}{:<{}}] ", "", fill, "", width - fill);
     }
     fmt::print(stderr, "\r\033[K{}: {}{}", label_, bar, tail);
     if (final) fmt::print(stderr, "\n");
