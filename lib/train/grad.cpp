@@ -27,13 +27,19 @@ namespace {
 using Vec = std::vector<float>;
 using Attn = AttnT<Vec>;
 
-// What a pass reads: the config, the weights, the threads, and dropout.
+// Gradient buffers of one block's backward, reused by every block of a pass.
+struct BlockScratch {
+  Vec dy, dctx, dq, dk, dv, dq_raw, dk_raw, dh;
+};
+
+// What a pass reads: the config, the weights, the threads, dropout, and scratch space.
 struct Ctx {
   const Config& c;
   const Params& p;
   nk::ThreadPool* pool;
   float dropout;
   uint64_t key;
+  BlockScratch* scratch;
 
   Dropout drop(uint64_t site) const {
     if (dropout <= 0.0f) return {};
@@ -47,6 +53,11 @@ struct Ctx {
 enum : uint64_t { kSiteEncoder = 1u << 20, kSiteDecSelf = 2u << 20, kSiteDecCross = 3u << 20 };
 
 Vec zeros(size_t n) { return Vec(n, 0.0f); }
+// v resized to n zeros, reusing its capacity.
+Vec& zeroed(Vec& v, size_t n) {
+  v.assign(n, 0.0f);
+  return v;
+}
 
 // =============================================================================================
 // One attention sub-layer with its pre-norm and gated residual:
@@ -112,17 +123,20 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, Vec& x, const float* kv_in, 
 void attn_block_backward(const Ctx& cx, const AttnActs& a, Vec& dx, const float* kv_in, float* d_kv_in,
                          const BlockShape& s, const Attn& w, const Vec& norm, float gate, const Dropout& drop, Attn& gw,
                          Vec& gnorm, float* dgate) {
+  BlockScratch& sc = *cx.scratch;
   const Config& c = cx.c;
   const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
 
-  Vec dy = zeros((size_t)T * d);
+  Vec& dy = zeroed(sc.dy, (size_t)T * d);
   residual_backward(dy.data(), dgate, dx.data(), a.y.data(), gate, drop, dy.size());
 
-  Vec dctx = zeros((size_t)T * d);
+  Vec& dctx = zeroed(sc.dctx, (size_t)T * d);
   matmul_backward(dctx.data(), gw.o.data(), dy.data(), a.ctx.data(), w.o.data(), T, d, d, cx.pool);
 
-  Vec dq = zeros((size_t)T * d), dk = zeros((size_t)Tk * kvd), dv = zeros((size_t)Tk * kvd);
+  Vec& dq = zeroed(sc.dq, (size_t)T * d);
+  Vec& dk = zeroed(sc.dk, (size_t)Tk * kvd);
+  Vec& dv = zeroed(sc.dv, (size_t)Tk * kvd);
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
   attention_backward(dq.data(), dk.data(), dv.data(), dctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid,
                      as, cx.pool);
@@ -130,13 +144,14 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, Vec& dx, const float*
     rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta);
     rope_backward(dk.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
   }
-  Vec dq_raw = zeros(dq.size()), dk_raw = zeros(dk.size());
+  Vec& dq_raw = zeroed(sc.dq_raw, dq.size());
+  Vec& dk_raw = zeroed(sc.dk_raw, dk.size());
   rmsnorm_backward(dq_raw.data(), gw.q_norm.data(), dq.data(), a.q_raw.data(), a.q_rstd.data(), w.q_norm.data(),
                    T * H, hd);
   rmsnorm_backward(dk_raw.data(), gw.k_norm.data(), dk.data(), a.k_raw.data(), a.k_rstd.data(), w.k_norm.data(),
                    Tk * Hkv, hd);
 
-  Vec dh = zeros((size_t)T * d);
+  Vec& dh = zeroed(sc.dh, (size_t)T * d);
   matmul_backward(dh.data(), gw.q.data(), dq_raw.data(), a.h.data(), w.q.data(), T, d, d, cx.pool);
   const float* kv = s.self ? a.h.data() : kv_in;
   float* dkv = s.self ? dh.data() : d_kv_in;
@@ -163,7 +178,8 @@ struct EncoderActs {
 void encoder_forward(const Ctx& cx, EncoderActs& a) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
-  Vec x((size_t)T * d);
+  Vec& x = a.x_last;  // the residual stream; after the last layer it is final_norm's input
+  x.resize((size_t)T * d);
   embedding_forward(x.data(), a.tokens.data(), T, cx.p.embedding.data(), d);
   a.layers.resize(cx.p.encoder.size());
   const BlockShape s{a.B, a.L, a.L, /*self=*/true, /*causal=*/false, a.valid.data()};
@@ -171,7 +187,6 @@ void encoder_forward(const Ctx& cx, EncoderActs& a) {
     const auto& L = cx.p.encoder[l];
     attn_block_forward(cx, a.layers[l], x, nullptr, s, L.attn, L.norm, L.gate[0], cx.drop(a.site + l));
   }
-  a.x_last = std::move(x);
   a.out.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
   rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.encoder_norm.data(), T, d);
@@ -207,7 +222,8 @@ struct DecoderActs {
 void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, const EncoderActs& enc) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
-  Vec x((size_t)T * d);
+  Vec& x = a.x_last;  // the residual stream; after the last layer it is the final norm's input
+  x.resize((size_t)T * d);
   embedding_forward(x.data(), batch.tgt_in.data(), T, cx.p.embedding.data(), d);
   const size_t n = cx.p.decoder.size();
   a.self.resize(n);
@@ -221,7 +237,6 @@ void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, cons
     attn_block_forward(cx, a.cross[l], x, enc.out.data(), cs, L.cross_attn, L.norm_cross, L.gate_cross[0],
                        cx.drop(kSiteDecCross + l));
   }
-  a.x_last = std::move(x);
   a.out.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
   rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.decoder_norm.data(), T, d);
@@ -434,6 +449,24 @@ void clip_backward(const ClipActs& a, const Vec& q, const Vec& t, int cd, float 
 // =============================================================================================
 // Entry points
 
+}  // namespace
+
+struct WorkspaceImpl {
+  EncoderActs enc, enc_q, enc_t;
+  DecoderActs dec;
+  LmActs lm;
+  ContrastiveActs head_q, head_t;
+  BlockScratch scratch;
+  Vec d_dec, d_enc;
+};
+
+Workspace::Workspace() : impl_(std::make_unique<WorkspaceImpl>()) {}
+Workspace::~Workspace() = default;
+Workspace::Workspace(Workspace&&) noexcept = default;
+Workspace& Workspace::operator=(Workspace&&) noexcept = default;
+
+namespace {
+
 Status check_grads(const Config& c, Params* g) {
   if (!g) return Status::ok();
   if (g->encoder.empty() && g->decoder.empty() && g->embedding.empty()) {
@@ -512,9 +545,12 @@ Result<TextLoss> text_loss(const Config& c, const Params& p, const TextBatch& ba
   NEEDLE_TRY(check_params(c, p));
   NEEDLE_TRY(batch.validate(c));
   NEEDLE_TRY(check_grads(c, grads));
-  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key};
+  std::unique_ptr<WorkspaceImpl> local;
+  if (!pass.workspace) local = std::make_unique<WorkspaceImpl>();
+  WorkspaceImpl& ws = pass.workspace ? pass.workspace->impl() : *local;
+  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key, &ws.scratch};
 
-  EncoderActs enc;
+  EncoderActs& enc = ws.enc;
   enc.B = batch.batch;
   enc.L = batch.enc_len;
   enc.tokens = batch.src;
@@ -523,20 +559,20 @@ Result<TextLoss> text_loss(const Config& c, const Params& p, const TextBatch& ba
   for (size_t i = 0; i < enc.valid.size(); ++i) enc.valid[i] = batch.enc_seg[i] > 0;
   encoder_forward(cx, enc);
 
-  DecoderActs dec;
+  DecoderActs& dec = ws.dec;
   dec.B = batch.batch;
   dec.L = batch.dec_len;
   dec.valid.resize(batch.dec_seg.size());
   for (size_t i = 0; i < dec.valid.size(); ++i) dec.valid[i] = batch.dec_seg[i] > 0;
   decoder_forward(cx, dec, batch, enc);
 
-  LmActs lm;
-  const TextLoss loss = text_loss_forward(cx, lm, dec, batch, opt);
+  const TextLoss loss = text_loss_forward(cx, ws.lm, dec, batch, opt);
   if (!grads) return loss;
 
   Params& g = *grads;
-  Vec d_dec = zeros(dec.out.size()), d_enc = zeros(enc.out.size());
-  text_loss_backward(cx, lm, batch, opt, scale, d_dec, g);
+  Vec& d_dec = zeroed(ws.d_dec, dec.out.size());
+  Vec& d_enc = zeroed(ws.d_enc, enc.out.size());
+  text_loss_backward(cx, ws.lm, batch, opt, scale, d_dec, g);
   decoder_backward(cx, dec, batch, enc, d_dec, d_enc, g);
   encoder_backward(cx, enc, d_enc, g);
   return loss;
@@ -548,7 +584,10 @@ Result<double> clip_loss(const Config& c, const Params& p, const ClipBatch& batc
   NEEDLE_TRY(check_params(c, p));
   NEEDLE_TRY(batch.validate(c));
   NEEDLE_TRY(check_grads(c, grads));
-  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key};
+  std::unique_ptr<WorkspaceImpl> local;
+  if (!pass.workspace) local = std::make_unique<WorkspaceImpl>();
+  WorkspaceImpl& ws = pass.workspace ? pass.workspace->impl() : *local;
+  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key, &ws.scratch};
   const int N = batch.batch, cd = c.contrastive_dim;
 
   // The two sides run the same encoder and head on their own padded token arrays.
@@ -562,8 +601,8 @@ Result<double> clip_loss(const Config& c, const Params& p, const ClipBatch& batc
     encoder_forward(cx, enc);
     contrastive_forward(cx, head, enc);
   };
-  EncoderActs enc_q, enc_t;
-  ContrastiveActs head_q, head_t;
+  EncoderActs &enc_q = ws.enc_q, &enc_t = ws.enc_t;
+  ContrastiveActs &head_q = ws.head_q, &head_t = ws.head_t;
   side(batch.query, batch.query_len, kSiteEncoder + (1u << 16), enc_q, head_q);
   side(batch.tool, batch.tool_len, kSiteEncoder + (2u << 16), enc_t, head_t);
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
@@ -55,12 +56,28 @@ struct TextLoss {
   int64_t tokens = 0; // sum m_t
 };
 
+// Activations and scratch buffers kept from one pass to the next, so a training loop does not
+// allocate (and page-fault in) hundreds of MB per step. Optional; use one per thread of control.
+struct WorkspaceImpl;
+class Workspace {
+ public:
+  Workspace();
+  ~Workspace();
+  Workspace(Workspace&&) noexcept;
+  Workspace& operator=(Workspace&&) noexcept;
+  WorkspaceImpl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<WorkspaceImpl> impl_;
+};
+
 // How one pass runs: residual-branch dropout (a pure function of `dropout_key`, so a pass is
-// reproducible) and the thread pool (nullable: single-threaded).
+// reproducible), the thread pool (nullable: single-threaded) and an optional workspace.
 struct PassOptions {
   float dropout = 0.0f;
   uint64_t dropout_key = 0;
   nk::ThreadPool* pool = nullptr;
+  Workspace* workspace = nullptr;
 };
 
 // text_loss of a batch. grads (nullable) must be zero_params(c)-shaped or empty (then allocated

@@ -11,15 +11,16 @@ class ThreadPool;
 
 namespace needle::train {
 
-// C[i, j] += sum_k A(i, k) * B[k, j]   for i < M, j < N, k < K, where
+// C[i, j] (+)= sum_k A(i, k) * B[k, j]   for i < M, j < N, k < K, where
 //   A(i, k) = a[i * a_row + k * a_col]  (so a transposed A is a_row = 1, a_col = lda),
 //   B[k, j] = b[k * ldb + j],  C[i, j] = c[i * ldc + j].
-// Single-threaded; callers split work themselves (gemm_acc_threaded splits rows of C).
-void gemm_acc(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb, float* c,
-              size_t ldc);
+// accumulate: add to C; otherwise overwrite it (C need not be initialized).
+// Single-threaded; callers split work themselves (gemm_threaded splits rows of C).
+void gemm(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb, float* c,
+          size_t ldc, bool accumulate);
 // The same, with the rows (or, for few rows, columns) of C split across the pool (nullable).
-void gemm_acc_threaded(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb,
-                       float* c, size_t ldc, nk::ThreadPool* pool);
+void gemm_threaded(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb,
+                   float* c, size_t ldc, bool accumulate, nk::ThreadPool* pool);
 
 // out[M, N] = x[M, K] W^T (a Dense layer; W stored [N, K], i.e. [out, in]).
 void matmul_forward(float* out, const float* x, const float* w, int M, int K, int N, nk::ThreadPool* pool);

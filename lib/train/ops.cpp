@@ -126,8 +126,7 @@ struct HeadView {  // strided views of one head of one sequence
 void head_probs(float* P, const float* q, size_t ldq, const float* kt, const uint8_t* key_valid, const AttnShape& s) {
   const int Lq = s.Lq, Lk = s.Lk;
   const float scale = 1.0f / std::sqrt((float)s.hd);
-  std::fill(P, P + (size_t)Lq * Lk, 0.0f);
-  gemm_acc(Lq, Lk, s.hd, q, ldq, 1, kt, (size_t)Lk, P, (size_t)Lk);
+  gemm(Lq, Lk, s.hd, q, ldq, 1, kt, (size_t)Lk, P, (size_t)Lk, /*accumulate=*/false);
   for (int i = 0; i < Lq; ++i) {
     float* p = P + (size_t)i * Lk;
     float mx = std::numeric_limits<float>::lowest();
@@ -151,7 +150,9 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
   const size_t ldq = (size_t)s.H * s.hd, ldk = (size_t)s.Hkv * s.hd;
   auto task = [&](size_t t, unsigned) {
     const int b = (int)(t / s.Hkv), kh = (int)(t % s.Hkv);
-    std::vector<float> kt((size_t)s.hd * s.Lk), P((size_t)s.Lq * s.Lk);
+    thread_local std::vector<float> kt, P;  // per-thread scratch, reused across calls
+    kt.resize((size_t)s.hd * s.Lk);
+    P.resize((size_t)s.Lq * s.Lk);
     const float* kb = k + (size_t)b * s.Lk * ldk + (size_t)kh * s.hd;
     const float* vb = v + (size_t)b * s.Lk * ldk + (size_t)kh * s.hd;
     for (int j = 0; j < s.Lk; ++j)
@@ -161,8 +162,7 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
       const float* qh = q + (size_t)b * s.Lq * ldq + (size_t)h * s.hd;
       float* oh = out + (size_t)b * s.Lq * ldq + (size_t)h * s.hd;
       head_probs(P.data(), qh, ldq, kt.data(), kv_mask, s);
-      for (int i = 0; i < s.Lq; ++i) std::fill(oh + (size_t)i * ldq, oh + (size_t)i * ldq + s.hd, 0.0f);
-      gemm_acc(s.Lq, s.hd, s.Lk, P.data(), (size_t)s.Lk, 1, vb, ldk, oh, ldq);  // O = P V
+      gemm(s.Lq, s.hd, s.Lk, P.data(), (size_t)s.Lk, 1, vb, ldk, oh, ldq, false);  // O = P V
     }
   };
   const size_t tasks = (size_t)s.B * s.Hkv;
@@ -177,7 +177,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const float scale = 1.0f / std::sqrt((float)hd);
   auto task = [&](size_t t, unsigned) {
     const int b = (int)(t / s.Hkv), kh = (int)(t % s.Hkv);
-    std::vector<float> kt((size_t)hd * Lk), vt((size_t)hd * Lk), P((size_t)Lq * Lk), dP((size_t)Lq * Lk);
+    thread_local std::vector<float> kt, vt, P, dP;  // per-thread scratch, reused across calls
+    kt.resize((size_t)hd * Lk);
+    vt.resize((size_t)hd * Lk);
+    P.resize((size_t)Lq * Lk);
+    dP.resize((size_t)Lq * Lk);
     const size_t kv_off = (size_t)b * Lk * ldk + (size_t)kh * hd;
     const float *kb = k + kv_off, *vb = v + kv_off;
     float *dkb = dk + kv_off, *dvb = dv + kv_off;
@@ -193,8 +197,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       float* dqh = dq + q_off;
       head_probs(P.data(), qh, ldq, kt.data(), kv_mask, s);
       // dP = dO V^T
-      std::fill(dP.begin(), dP.end(), 0.0f);
-      gemm_acc(Lq, Lk, hd, doh, ldq, 1, vt.data(), (size_t)Lk, dP.data(), (size_t)Lk);
+      gemm(Lq, Lk, hd, doh, ldq, 1, vt.data(), (size_t)Lk, dP.data(), (size_t)Lk, false);
       // dS = P * (dP - sum_j P dP) (softmax backward), times the score scale; 0 where masked.
       for (int i = 0; i < Lq; ++i) {
         float* p = P.data() + (size_t)i * Lk;
@@ -206,9 +209,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           g[j] = ok ? p[j] * (g[j] - (float)D) * scale : 0.0f;
         }
       }
-      gemm_acc(Lk, hd, Lq, P.data(), 1, (size_t)Lk, doh, ldq, dvb, ldk);   // dV += P^T dO
-      gemm_acc(Lq, hd, Lk, dP.data(), (size_t)Lk, 1, kb, ldk, dqh, ldq);   // dQ += dS K
-      gemm_acc(Lk, hd, Lq, dP.data(), 1, (size_t)Lk, qh, ldq, dkb, ldk);   // dK += dS^T Q
+      gemm(Lk, hd, Lq, P.data(), 1, (size_t)Lk, doh, ldq, dvb, ldk, true);   // dV += P^T dO
+      gemm(Lq, hd, Lk, dP.data(), (size_t)Lk, 1, kb, ldk, dqh, ldq, true);   // dQ += dS K
+      gemm(Lk, hd, Lq, dP.data(), 1, (size_t)Lk, qh, ldq, dkb, ldk, true);   // dK += dS^T Q
     }
   };
   const size_t tasks = (size_t)s.B * s.Hkv;

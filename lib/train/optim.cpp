@@ -77,14 +77,14 @@ void newton_schulz(float* x, int rows, int cols, int steps, nk::ThreadPool* pool
 
   for (int it = 0; it < steps; ++it) {
     transpose(Xt.data(), X.data(), r, n);
-    std::fill(A.begin(), A.end(), 0.0f);  // A = X X^T
-    gemm_acc_threaded(r, r, n, X.data(), (size_t)n, 1, Xt.data(), (size_t)r, A.data(), (size_t)r, pool);
+    // A = X X^T
+    gemm_threaded(r, r, n, X.data(), (size_t)n, 1, Xt.data(), (size_t)r, A.data(), (size_t)r, false, pool);
     for (size_t i = 0; i < B.size(); ++i) B[i] = b * A[i];  // B = b A + c A A
-    std::vector<float> AA((size_t)r * r, 0.0f);
-    gemm_acc_threaded(r, r, r, A.data(), (size_t)r, 1, A.data(), (size_t)r, AA.data(), (size_t)r, pool);
+    std::vector<float> AA((size_t)r * r);
+    gemm_threaded(r, r, r, A.data(), (size_t)r, 1, A.data(), (size_t)r, AA.data(), (size_t)r, false, pool);
     for (size_t i = 0; i < B.size(); ++i) B[i] += c * AA[i];
     for (size_t i = 0; i < Y.size(); ++i) Y[i] = a * X[i];  // X = a X + B X
-    gemm_acc_threaded(r, n, r, B.data(), (size_t)r, 1, X.data(), (size_t)n, Y.data(), (size_t)n, pool);
+    gemm_threaded(r, n, r, B.data(), (size_t)r, 1, X.data(), (size_t)n, Y.data(), (size_t)n, true, pool);
     X.swap(Y);
   }
   if (tall) transpose(x, X.data(), r, n);

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -171,10 +172,13 @@ Result<Trainer> Trainer::create(const Config& c, Params p, const TrainOptions& o
   t.s_ = init_optim_state(c, o.optim);
   t.rng_ = o.seed;
   t.pool_ = std::make_unique<nk::ThreadPool>(threads);
+  t.ws_ = std::make_unique<Workspace>();
   return t;
 }
 
-PassOptions Trainer::pass(float dropout, uint64_t key) const { return PassOptions{dropout, key, pool_.get()}; }
+PassOptions Trainer::pass(float dropout, uint64_t key) const {
+  return PassOptions{dropout, key, pool_.get(), ws_.get()};
+}
 
 Result<StepStats> Trainer::train_step(const TextBatch& batch, const ClipBatch* clip) {
   StepStats st;
@@ -189,7 +193,9 @@ Result<StepStats> Trainer::train_step(const TextBatch& batch, const ClipBatch* c
   if (st.fake_quant) quantized = fake_quantize_kernels(p_, c_);
   const Params& fwd = st.fake_quant ? quantized : p_;
 
-  Params grads = zero_params(c_);
+  if (grads_.encoder.empty() && grads_.decoder.empty()) grads_ = zero_params(c_);
+  Params& grads = grads_;
+  for_each_tensor(grads, c_, [](const TensorSpec&, std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); });
   NEEDLE_ASSIGN(st.text, text_loss(c_, fwd, batch, o_.loss, pass(o_.dropout, key), &grads, 1.0f));
   st.loss = st.text.loss;
   if (clip) {
@@ -308,6 +314,7 @@ Result<Trainer> Trainer::from_bytes(std::span<const uint8_t> bytes, unsigned thr
   NEEDLE_TRY(check_shapes(t.p_, c));
   NEEDLE_TRY(check_shapes(t.s_.m, c));
   t.pool_ = std::make_unique<nk::ThreadPool>(threads);
+  t.ws_ = std::make_unique<Workspace>();
   return t;
 }
 

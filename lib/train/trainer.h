@@ -92,6 +92,8 @@ class Trainer {
   int64_t step_ = 0;
   uint64_t rng_ = 0;
   std::unique_ptr<nk::ThreadPool> pool_;
+  std::unique_ptr<Workspace> ws_;  // activations reused from step to step
+  Params grads_;                   // gradient buffer reused from step to step
 };
 
 }  // namespace needle::train

@@ -354,11 +354,12 @@ void bench_step(const Config& c, int batch, int enc_len, int dec_len, unsigned t
   auto t = Trainer::create(c, init_params(c, 1), o, threads);
   REQUIRE(t.is_ok());
   nk::ThreadPool pool(threads);
+  Workspace ws;
   const double tokens = (double)batch * (enc_len + dec_len);
   for (int s = 0; s < steps; ++s) {
     auto t0 = std::chrono::steady_clock::now();
     Params g;
-    REQUIRE(text_loss(c, t->params(), b, o.loss, PassOptions{0.1f, 1, &pool}, &g).is_ok());
+    REQUIRE(text_loss(c, t->params(), b, o.loss, PassOptions{0.1f, 1, &pool, &ws}, &g).is_ok());
     auto t1 = std::chrono::steady_clock::now();
     REQUIRE(t->train_step(b).is_ok());
     auto t2 = std::chrono::steady_clock::now();
@@ -385,5 +386,5 @@ TEST_CASE("benchmark: training step speed", "[.bench]") {
   full.num_encoder_layers = 12;
   full.num_decoder_layers = 8;
   full.contrastive_dim = 128;
-  bench_step(full, 16, 256, 64, 2, 1);
+  bench_step(full, 16, 256, 64, 2, 2);
 }
