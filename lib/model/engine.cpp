@@ -162,19 +162,21 @@ void Engine::attention(const float* q, int lq, const float* k, const float* v, i
   a.causal = causal;
   a.q_pos0 = (size_t)q_pos0;
   a.key_mask = key_mask;
-  // Split heads (decode) or head x row tiles (prefill) over the pool.
+  // Split kv-head groups (decode) or group x row tiles (prefill) over the pool: the query
+  // heads that share a kv head go to one task, so the kernel reads that K/V once.
+  const size_t group = a.hq / a.hkv;
   const size_t rows_per = lq >= 64 ? 32 : (size_t)lq;
   const size_t row_tiles = ((size_t)lq + rows_per - 1) / rows_per;
-  const size_t tasks = a.hq * row_tiles;
+  const size_t tasks = a.hkv * row_tiles;
   const size_t work = (size_t)lq * (size_t)lk * a.hq * a.hd;
   if (work < 32768 || pool_.size() == 1) {
     k_->attention(a, 0, a.hq, 0, a.lq);
     return;
   }
   pool_.parallel_for(tasks, [&](size_t t, unsigned) {
-    const size_t h = t % a.hq, r = t / a.hq;
+    const size_t g = t % a.hkv, r = t / a.hkv;
     const size_t i0 = r * rows_per, i1 = std::min(a.lq, i0 + rows_per);
-    k_->attention(a, h, h + 1, i0, i1);
+    k_->attention(a, g * group, (g + 1) * group, i0, i1);
   });
 }
 
