@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "decode/constraint_reference.h"
 #include "decode/constraint_text.h"
@@ -109,6 +110,7 @@ Result<Generation> Generator::run(std::string_view query, const text::ToolSet& a
     auto l = engine_.step(st, tok);
     std::copy(l.begin(), l.end(), logits.begin());
     c->apply(logits.data(), (size_t)vocab);
+    if (opt.ignore_eos) logits[text::kEosId] = -std::numeric_limits<float>::infinity();
     const int next = (int)(std::max_element(logits.begin(), logits.end()) - logits.begin());
     if (next == text::kEosId) break;
     NEEDLE_TRY(c->advance(next));

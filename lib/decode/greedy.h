@@ -21,6 +21,7 @@ struct GenerateOptions {
   decode::ConstrainMode constrain = decode::ConstrainMode::Schema;
   int max_tokens = 511;      // decoder steps; the original stops after 511
   size_t max_enc_len = 1024;  // encoder tokens (query + <tools> + tools), truncated as the original
+  bool ignore_eos = false;    // never stop early: EOS is masked (benchmarks, parity tests)
   int top_tools = 0;          // > 0: keep the K tools whose contrastive embedding is nearest the query's
   // Called with the text of each generated token as it is produced (--stream).
   std::function<void(std::string_view)> on_text;
