@@ -39,31 +39,14 @@ struct Opts {
   bool no_eval = false;
 };
 
-// A model built in memory from parameters, for evaluation with the fast engine.
-struct MemModel {
-  std::vector<uint8_t> bytes;
-  Model model;
-  std::shared_ptr<const EngineWeights> weights;
-};
-
-Result<std::unique_ptr<MemModel>> mem_model(const Params& p, const Config& c) {
-  WriteOptions wo;
-  wo.type = WeightType::F32;
-  NEEDLE_ASSIGN(NeedleWriter w, build_needle(p, c, wo));
-  auto m = std::make_unique<MemModel>();
-  m->bytes = w.serialize();
-  NEEDLE_ASSIGN(NeedleFile f, NeedleFile::parse(m->bytes));
-  NEEDLE_ASSIGN(m->model, model_from_file(std::move(f)));
-  NEEDLE_ASSIGN(m->weights, prepare_weights(m->model));
-  return m;
-}
-
 // Generates on `idx` and scores with the reference metrics (examples without calls skipped,
 // as the original's evaluation does).
 Result<eval::MetricsReport> evaluate(const Params& p, const Config& c, const text::Tokenizer& tok,
                                      const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
                                      unsigned threads) {
-  NEEDLE_ASSIGN(auto mm, mem_model(p, c));
+  WriteOptions wo;
+  wo.type = WeightType::F32;
+  NEEDLE_ASSIGN(auto mm, memory_model(p, c, wo));
   std::vector<std::string> preds(idx.size());
   std::vector<std::string> errors(idx.size());
   std::atomic<size_t> next{0};

@@ -91,6 +91,16 @@ Result<std::shared_ptr<const EngineWeights>> prepare_weights(const Model& m) {
   return std::shared_ptr<const EngineWeights>(std::move(w));
 }
 
+Result<std::unique_ptr<MemoryModel>> memory_model(const Params& p, const Config& c, const WriteOptions& opt) {
+  NEEDLE_ASSIGN(NeedleWriter w, build_needle(p, c, opt));
+  auto m = std::make_unique<MemoryModel>();
+  m->bytes = w.serialize();
+  NEEDLE_ASSIGN(NeedleFile f, NeedleFile::parse(m->bytes, /*verify_data=*/true));
+  NEEDLE_ASSIGN(m->model, model_from_file(std::move(f)));
+  NEEDLE_ASSIGN(m->weights, prepare_weights(m->model));
+  return m;
+}
+
 Engine::Engine(std::shared_ptr<const EngineWeights> w, unsigned threads, const nk::Kernels* kernels)
     : w_(std::move(w)), k_(kernels ? kernels : &nk::kernels()), pool_(threads) {}
 

@@ -53,6 +53,15 @@ struct EngineWeights {
 // The model must outlive the weights (they point into its map).
 Result<std::shared_ptr<const EngineWeights>> prepare_weights(const Model& m);
 
+// A model built in memory from parameters (evaluation during training, tests): the file
+// bytes, the validated model over them, and the engine's weights.
+struct MemoryModel {
+  std::vector<uint8_t> bytes;
+  Model model;
+  std::shared_ptr<const EngineWeights> weights;
+};
+Result<std::unique_ptr<MemoryModel>> memory_model(const Params& p, const Config& c, const WriteOptions& opt);
+
 class Engine {
  public:
   // threads: 0 = all cores. One engine serves one caller at a time. `kernels` forces an

@@ -14,39 +14,16 @@ using namespace needle;
 namespace {
 
 struct E2E {
-  std::vector<uint8_t> bytes;
-  Model model;
-  std::shared_ptr<const EngineWeights> weights;
+  std::unique_ptr<MemoryModel> mm;
   text::Tokenizer tok;
 };
 
 std::unique_ptr<E2E> load(WeightType type) {
-  auto raw = read_file(fixtures::shared("e2e/e2e_model.pkl"));
-  REQUIRE(raw.is_ok());
-  auto ck = read_pickle_checkpoint(*raw);
-  REQUIRE(ck.is_ok());
-  auto cfg = Config::from_pickle(ck->config);
-  REQUIRE(cfg.is_ok());
-  auto p = params_from_pickle(*ck, *cfg);
-  REQUIRE(p.is_ok());
   auto tok_bytes = read_file(fixtures::shared("e2e/e2e_tok.model"));
   REQUIRE(tok_bytes.is_ok());
-  WriteOptions o;
-  o.type = type;
-  o.tokenizer = *tok_bytes;
-  auto w = build_needle(*p, *cfg, o);
-  REQUIRE(w.is_ok());
   auto e = std::make_unique<E2E>();
-  e->bytes = w->serialize();
-  auto f = NeedleFile::parse(e->bytes, true);
-  REQUIRE(f.is_ok());
-  auto m = model_from_file(std::move(f).value());
-  REQUIRE(m.is_ok());
-  e->model = std::move(m).value();
-  auto ew = prepare_weights(e->model);
-  REQUIRE(ew.is_ok());
-  e->weights = *ew;
-  auto t = text::Tokenizer::from_bytes(std::span<const uint8_t>(e->model.tokenizer));
+  e->mm = fixtures::memory_model(fixtures::shared("e2e/e2e_model.pkl"), type, *tok_bytes);
+  auto t = text::Tokenizer::from_bytes(std::span<const uint8_t>(e->mm->model.tokenizer));
   REQUIRE(t.is_ok());
   e->tok = std::move(t).value();
   return e;
@@ -54,7 +31,7 @@ std::unique_ptr<E2E> load(WeightType type) {
 
 void run_goldens(WeightType type, decode::ConstrainMode mode, const char* key, bool compare_ids) {
   auto e = load(type);
-  auto gen = Generator::create(e->weights, e->tok, 2);
+  auto gen = Generator::create(e->mm->weights, e->tok, 2);
   REQUIRE(gen.is_ok());
   auto reader = eval::JsonlReader::open(fixtures::shared("e2e/goldens.jsonl"));
   REQUIRE(reader.is_ok());
@@ -116,7 +93,7 @@ TEST_CASE("e2e: teacher-forced loss equals the original's per example", "[e2e]")
     return;
   }
   auto e = load(WeightType::F32);
-  Engine engine(e->weights, 2);
+  Engine engine(e->mm->weights, 2);
   auto reader = eval::NeedleExampleReader::open(fixtures::shared("e2e/goldens.jsonl"));
   REQUIRE(reader.is_ok());
   eval::NeedleExample ex;

@@ -13,39 +13,6 @@ using fixtures::rel_err;
 
 namespace {
 
-struct Built {
-  std::vector<uint8_t> bytes;
-  Model model;
-  std::shared_ptr<const EngineWeights> weights;
-};
-
-// Converts a pickle to an in-memory .needle of the given type and prepares it.
-std::unique_ptr<Built> build(const std::string& pkl, WeightType type) {
-  auto raw = read_file(pkl);
-  REQUIRE(raw.is_ok());
-  auto ck = read_pickle_checkpoint(*raw);
-  REQUIRE(ck.is_ok());
-  auto cfg = Config::from_pickle(ck->config);
-  REQUIRE(cfg.is_ok());
-  auto p = params_from_pickle(*ck, *cfg);
-  REQUIRE(p.is_ok());
-  WriteOptions o;
-  o.type = type;
-  auto w = build_needle(*p, *cfg, o);
-  REQUIRE(w.is_ok());
-  auto b = std::make_unique<Built>();
-  b->bytes = w->serialize();
-  auto f = NeedleFile::parse(b->bytes, true);
-  REQUIRE(f.is_ok());
-  auto m = model_from_file(std::move(f).value());
-  REQUIRE(m.is_ok());
-  b->model = std::move(m).value();
-  auto ew = prepare_weights(b->model);
-  REQUIRE(ew.is_ok());
-  b->weights = *ew;
-  return b;
-}
-
 struct Errors {
   double enc = 0, logits = 0, steps = 0, contrastive = 0;
 };
@@ -84,7 +51,7 @@ Errors measure(Engine& e, const fixtures::Arrays& ref, const std::string& pre) {
 }  // namespace
 
 TEST_CASE("engine with f32 weights reproduces the f32 fixtures on every ISA", "[engine]") {
-  auto b = build(fixtures::test_data("tiny_np1_f16.pkl"), WeightType::F32);
+  auto b = fixtures::memory_model(fixtures::test_data("tiny_np1_f16.pkl"), WeightType::F32);
   fixtures::Arrays ref(fixtures::test_data("ref_tiny"));
   for (auto isa : nk::supported_isas()) {
     for (unsigned threads : {1u, 2u}) {
@@ -109,7 +76,7 @@ TEST_CASE("engine with f32 weights reproduces the f32 fixtures on every ISA", "[
 // sqrt(4*5) * 0.8% ~ 3.6%. The tied head is int8 (1/254 per weight block): another ~0.5%.
 // We assert the measured errors against 5e-2 and print them.
 TEST_CASE("engine with int4 weights matches the int4 fixtures within the int8-activation bound", "[engine]") {
-  auto b = build(fixtures::test_data("tiny_np1_f16.pkl"), WeightType::Int4);
+  auto b = fixtures::memory_model(fixtures::test_data("tiny_np1_f16.pkl"), WeightType::Int4);
   fixtures::Arrays ref(fixtures::test_data("ref_tiny"));
   for (auto isa : nk::supported_isas()) {
     Engine e(b->weights, 2, nk::kernels_for(isa));
@@ -130,7 +97,7 @@ TEST_CASE("engine with int4 weights on the full model", "[engine][full]") {
     WARN("SKIPPED: " << path << " not present");
     return;
   }
-  auto b = build(path, WeightType::Int4);
+  auto b = fixtures::memory_model(path, WeightType::Int4);
   fixtures::Arrays ref(fixtures::shared("reference/ref_full"));
   Engine e(b->weights, 2);
   auto err = measure(e, ref, "int4_");
@@ -144,7 +111,7 @@ TEST_CASE("engine with int4 weights on the full model", "[engine][full]") {
 }
 
 TEST_CASE("greedy decoding gives the same tokens on every ISA path", "[engine]") {
-  auto b = build(fixtures::test_data("tiny_np1_f16.pkl"), WeightType::Int4);
+  auto b = fixtures::memory_model(fixtures::test_data("tiny_np1_f16.pkl"), WeightType::Int4);
   fixtures::Arrays ref(fixtures::test_data("ref_tiny"));
   auto enc = ref.i32("f32_caseA_enc_tokens");
   std::vector<std::vector<int32_t>> runs;

@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "io/file.h"
+#include "io/pickle.h"
+#include "model/engine.h"
+#include "model/model_io.h"
 #include "text/json.h"
 
 namespace fixtures {
@@ -64,6 +67,39 @@ class Arrays {
   needle::json::Value meta_;
   std::vector<uint8_t> bin_;
 };
+
+// A pickle checkpoint's config and f32 parameters.
+struct PickleModel {
+  needle::Config cfg;
+  needle::Params params;
+};
+inline PickleModel load_pickle(const std::string& path) {
+  auto bytes = needle::read_file(path);
+  REQUIRE(bytes.is_ok());
+  auto ck = needle::read_pickle_checkpoint(*bytes);
+  INFO(ck.message());
+  REQUIRE(ck.is_ok());
+  auto cfg = needle::Config::from_pickle(ck->config);
+  REQUIRE(cfg.is_ok());
+  auto p = needle::params_from_pickle(*ck, *cfg);
+  INFO(p.message());
+  REQUIRE(p.is_ok());
+  return {*cfg, std::move(p).value()};
+}
+
+// The pickle converted to an in-memory .needle of `type` (with `tokenizer` embedded), ready
+// for the engine.
+inline std::unique_ptr<needle::MemoryModel> memory_model(const std::string& pkl, needle::WeightType type,
+                                                         std::vector<uint8_t> tokenizer = {}) {
+  auto m = load_pickle(pkl);
+  needle::WriteOptions o;
+  o.type = type;
+  o.tokenizer = std::move(tokenizer);
+  auto mm = needle::memory_model(m.params, m.cfg, o);
+  INFO(mm.message());
+  REQUIRE(mm.is_ok());
+  return std::move(mm).value();
+}
 
 // ||a - b|| / ||b|| over the given ranges.
 inline double rel_err(const float* a, const float* b, size_t n) {

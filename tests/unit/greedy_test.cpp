@@ -13,27 +13,16 @@
 using namespace needle;
 
 TEST_CASE("constrain off equals a direct greedy loop over the f32 reference", "[greedy]") {
-  auto raw = read_file(fixtures::test_data("tiny_np1_f16.pkl"));
-  REQUIRE(raw.is_ok());
-  auto ck = read_pickle_checkpoint(*raw);
-  REQUIRE(ck.is_ok());
-  auto cfg = Config::from_pickle(ck->config);
-  REQUIRE(cfg.is_ok());
-  auto p = params_from_pickle(*ck, *cfg);
-  REQUIRE(p.is_ok());
+  auto pm = fixtures::load_pickle(fixtures::test_data("tiny_np1_f16.pkl"));
+  const Config* cfg = &pm.cfg;
+  const Params* p = &pm.params;
   auto tok = text::Tokenizer::from_file(fixtures::test_data("tiny_tok.model"));
   REQUIRE(tok.is_ok());
   WriteOptions o;
   o.type = WeightType::F32;
-  auto w = build_needle(*p, *cfg, o);
-  REQUIRE(w.is_ok());
-  auto bytes = w->serialize();
-  auto f = NeedleFile::parse(bytes);
-  REQUIRE(f.is_ok());
-  auto m = model_from_file(std::move(f).value());
-  REQUIRE(m.is_ok());
-  auto ew = prepare_weights(*m);
-  REQUIRE(ew.is_ok());
+  auto mm = memory_model(*p, *cfg, o);
+  REQUIRE(mm.is_ok());
+  auto ew = &(*mm)->weights;
   auto gen = Generator::create(*ew, *tok, 1);
   REQUIRE(gen.is_ok());
 

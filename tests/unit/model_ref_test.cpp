@@ -18,25 +18,6 @@ using fixtures::rel_err;
 
 namespace {
 
-struct Loaded {
-  Config cfg;
-  Params params;
-};
-
-Loaded load_pickle(const std::string& path) {
-  auto bytes = read_file(path);
-  REQUIRE(bytes.is_ok());
-  auto ck = read_pickle_checkpoint(*bytes);
-  INFO(ck.message());
-  REQUIRE(ck.is_ok());
-  auto cfg = Config::from_pickle(ck->config);
-  REQUIRE(cfg.is_ok());
-  auto p = params_from_pickle(*ck, *cfg);
-  INFO(p.message());
-  REQUIRE(p.is_ok());
-  return {*cfg, std::move(p).value()};
-}
-
 // Replaces every kernel by its INT4 fake-quantized value (the `int4_` fixtures' weights).
 Params fake_quantize(const Params& p, const Config& c) {
   Params q = p;
@@ -104,13 +85,13 @@ void check_model(const Config& c, const Params& p, const fixtures::Arrays& ref, 
 }  // namespace
 
 TEST_CASE("f32 engine reproduces the tiny fixtures", "[model]") {
-  auto m = load_pickle(fixtures::test_data("tiny_np1_f16.pkl"));
+  auto m = fixtures::load_pickle(fixtures::test_data("tiny_np1_f16.pkl"));
   fixtures::Arrays ref(fixtures::test_data("ref_tiny"));
   check_model(m.cfg, m.params, ref, "f32_");
 }
 
 TEST_CASE("f32 engine on fake-quantized weights reproduces the tiny int4 fixtures", "[model]") {
-  auto m = load_pickle(fixtures::test_data("tiny_np1_f16.pkl"));
+  auto m = fixtures::load_pickle(fixtures::test_data("tiny_np1_f16.pkl"));
   fixtures::Arrays ref(fixtures::test_data("ref_tiny"));
   check_model(m.cfg, fake_quantize(m.params, m.cfg), ref, "int4_");
 }
@@ -121,7 +102,7 @@ TEST_CASE("f32 engine reproduces the full fixtures", "[model][full]") {
     WARN("SKIPPED: " << path << " not present");
     return;
   }
-  auto m = load_pickle(path);
+  auto m = fixtures::load_pickle(path);
   fixtures::Arrays ref(fixtures::shared("reference/ref_full"));
   check_model(m.cfg, m.params, ref, "f32_");
   check_model(m.cfg, fake_quantize(m.params, m.cfg), ref, "int4_");
@@ -129,7 +110,7 @@ TEST_CASE("f32 engine reproduces the full fixtures", "[model][full]") {
 
 TEST_CASE("INT4 quantizer equals the training-time fake quantization bit for bit", "[model][quant]") {
   auto check = [](const std::string& pkl, const std::string& refbase) {
-    auto m = load_pickle(pkl);
+    auto m = fixtures::load_pickle(pkl);
     fixtures::Arrays ref(refbase);
     Params q = fake_quantize(m.params, m.cfg);
     auto orig = params_to_pickle(q, m.cfg);  // back to the pickle's (layers, in, out) layout
