@@ -10,11 +10,25 @@ namespace needle::decode {
 namespace {
 
 struct JNode {
+  // Special members defined after the class (clang 14, C++20: see text/json.h).
+  JNode();
+  JNode(const JNode&);
+  JNode(JNode&&) noexcept;
+  JNode& operator=(const JNode&);
+  JNode& operator=(JNode&&) noexcept;
+  ~JNode();
+
   enum class T { Null, Bool, Num, Str, Arr, Obj } t = T::Null;
   std::string s;  // Str: decoded UTF-8; Num: text as written; Bool: "true"/"false"
   std::vector<JNode> arr;
   std::vector<std::pair<std::string, JNode>> obj;  // in order, duplicates kept
 };
+JNode::JNode() = default;
+JNode::JNode(const JNode&) = default;
+JNode::JNode(JNode&&) noexcept = default;
+JNode& JNode::operator=(const JNode&) = default;
+JNode& JNode::operator=(JNode&&) noexcept = default;
+JNode::~JNode() = default;
 
 class Parser {
  public:

@@ -18,6 +18,15 @@ namespace needle::json {
 enum class Type { Null, Bool, Int, Float, String, Array, Object };
 
 struct Value {
+  // Special members defined after the class: clang 14 in C++20 mode otherwise instantiates the
+  // containers' constexpr members while Value is still incomplete.
+  Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
+  ~Value();
+
   Type type = Type::Null;
   bool boolean = false;
   // Int: the digits as written (Python ints are unbounded); Float: value in `number`.
@@ -47,6 +56,12 @@ struct Value {
   // Sets key (keeps the first position if present, like a Python dict).
   void set(std::string key, Value v);
 };
+inline Value::Value() = default;
+inline Value::Value(const Value&) = default;
+inline Value::Value(Value&&) noexcept = default;
+inline Value& Value::operator=(const Value&) = default;
+inline Value& Value::operator=(Value&&) noexcept = default;
+inline Value::~Value() = default;
 
 struct ParseOptions {
   size_t max_depth = 512;  // deeper input is an error, never a stack overflow
