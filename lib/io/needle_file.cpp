@@ -17,6 +17,13 @@ constexpr uint32_t kMaxDims = 8;
 
 enum MetaType : uint8_t { kI64 = 0, kF64 = 1, kBool = 2, kString = 3, kBytes = 4 };
 
+// Names are echoed in one-line errors: no control bytes (newlines, escapes) allowed.
+bool printable_name(std::span<const uint8_t> b) {
+  for (uint8_t c : b)
+    if (c < 0x20 || c == 0x7F) return false;
+  return true;
+}
+
 uint32_t crc32_of(uint32_t crc, std::span<const uint8_t> b) {
   // zlib's crc32_z takes size_t lengths.
   return (uint32_t)crc32_z(crc, b.data(), b.size());
@@ -143,6 +150,7 @@ Result<NeedleFile> NeedleFile::parse(std::span<const uint8_t> bytes, bool verify
     NEEDLE_ASSIGN(uint32_t klen, m.get<uint32_t>());
     if (klen > kMaxName) return make_error("metadata key {} is too long ({} bytes)", i, klen);
     NEEDLE_ASSIGN(auto kb, m.bytes(klen));
+    if (!printable_name(kb)) return make_error("metadata key {} contains control characters", i);
     std::string key(kb.begin(), kb.end());
     NEEDLE_ASSIGN(uint8_t type, m.get<uint8_t>());
     MetaValue v;
@@ -174,6 +182,7 @@ Result<NeedleFile> NeedleFile::parse(std::span<const uint8_t> bytes, bool verify
     NEEDLE_ASSIGN(uint32_t nlen, d.get<uint32_t>());
     if (nlen == 0 || nlen > kMaxName) return make_error("tensor {} has an invalid name length {}", i, nlen);
     NEEDLE_ASSIGN(auto nb, d.bytes(nlen));
+    if (!printable_name(nb)) return make_error("tensor {} has a name with control characters", i);
     t.name.assign(nb.begin(), nb.end());
     NEEDLE_ASSIGN(uint32_t dt, d.get<uint32_t>());
     if (dt > (uint32_t)DType::I32) return make_error("tensor '{}' has unknown dtype {}", t.name, dt);
