@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # needle-convert as a user runs it: conversions, --info, round trips, and bad files.
-source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/common.bash"
 C=$BIN/needle-convert
 
 expect_exit 0 help -- "$C" --help

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # needle-eval end to end on a small JSONL file with bad lines, and its reports.
-source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/common.bash"
 E=$BIN/needle-eval
 M=$TMP/tiny.needle
 "$BIN/needle-convert" "$DATA/tiny_np1_f16.pkl" -o "$M" --tokenizer "$DATA/tiny_tok.model" -q

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # needle-finetune as a user runs it: a short run, a SIGKILL then --resume that must give
 # bit-identical weights, SIGTERM saving a checkpoint, and bad data.
-source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/common.bash"
 F=$BIN/needle-finetune
 C=$BIN/needle-convert
 D=$DATA/ft_small.jsonl   # 240 examples of the e2e task (fixtures/e2e/make_data.py)

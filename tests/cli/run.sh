@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # needle-run as a user runs it: arguments, stdin, files, --jsonl, --stream, bad input.
-source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/common.bash"
 R=$BIN/needle-run
 M=$TMP/tiny.needle
 "$BIN/needle-convert" "$DATA/tiny_np1_f16.pkl" -o "$M" --tokenizer "$DATA/tiny_tok.model" -q
