@@ -257,7 +257,8 @@ std::span<const float> Engine::step(DecodeState& st, int32_t token) {
     for (auto& v : st.self_k) v.resize((size_t)st.capacity * kvd);
     for (auto& v : st.self_v) v.resize((size_t)st.capacity * kvd);
   }
-  std::vector<float> x(d);
+  std::vector<float>& x = x_;  // kept between steps: no allocation per token
+  x.resize(d);
   h_.resize(d);
   q_.resize(d);
   ctx_.resize(d);

@@ -104,7 +104,7 @@ class Engine {
   const nk::Kernels* k_;
   nk::ThreadPool pool_;
   std::vector<nk::BlockQ8> xq_;  // quantized activations scratch
-  std::vector<float> h_, q_, kk_, vv_, ctx_, y_;
+  std::vector<float> x_, h_, q_, kk_, vv_, ctx_, y_;
 };
 
 }  // namespace needle
