@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -22,6 +23,9 @@ void add_common_options(CLI::App& app, CommonOptions& opt, bool with_model) {
 }
 
 void init_logging(const CommonOptions& opt) {
+  // A write past `ulimit -f` then fails with EFBIG (reported, temp file removed) instead of
+  // killing the process with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   auto logger = spdlog::stderr_color_mt("needle");
   logger->set_pattern("%^[%l]%$ %v");
   spdlog::set_default_logger(logger);

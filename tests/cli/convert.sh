@@ -72,5 +72,10 @@ expect_exit 2 "empty" -- "$C" "$TMP/empty.pkl" -o "$TMP/e.needle"
 expect_one_line_error "empty" "error"
 expect_exit 2 "no args" -- "$C"
 expect_exit 2 "bad type" -- "$C" "$DATA/tiny_np1_f16.pkl" -o "$TMP/x.needle" --type int3
+# A full disk (ulimit -f): a clear error, exit 1, and the previous output file intact.
+echo "previous" > "$TMP/keep.needle"
+expect_exit 1 "file size limit" -- bash -c "ulimit -f 100; '$C' '$DATA/tiny_np1_f16.pkl' -o '$TMP/keep.needle' --type f32"
+expect_one_line_error "file size limit" "File too large"
+if [ "$(cat "$TMP/keep.needle")" = "previous" ]; then pass=$((pass + 1)); else echo "FAIL previous output damaged"; fails=$((fails + 1)); fi
 ls "$TMP"/*.tmp.* >/dev/null 2>&1 && { echo "FAIL temp files left behind"; fails=$((fails + 1)); }
 finish
