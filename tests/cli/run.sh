@@ -59,6 +59,17 @@ assert "error" in rows[5] and "tools[1]" in rows[5]["error"]
 PY
 then pass=$((pass + 1)); else echo "FAIL jsonl rows"; cat "$TMP/out"; fails=$((fails + 1)); fi
 
+# Several processes sharing one mapped model give the same results as a serial run.
+strip_ms() { python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    d=json.loads(l); d.pop("ms", None); print(json.dumps(d, sort_keys=True))' "$1"; }
+"$R" -m "$M" --jsonl --max-tokens 30 -t 1 < "$TMP/in.jsonl" > "$TMP/serial.jsonl" 2>/dev/null
+for i in 1 2 3; do "$R" -m "$M" --jsonl --max-tokens 30 -t 1 < "$TMP/in.jsonl" > "$TMP/par$i.jsonl" 2>/dev/null & done
+wait
+same=1
+for i in 1 2 3; do [ "$(strip_ms "$TMP/par$i.jsonl")" = "$(strip_ms "$TMP/serial.jsonl")" ] || same=0; done
+if [ $same = 1 ]; then pass=$((pass + 1)); else echo "FAIL concurrent runs differ from the serial run"; fails=$((fails + 1)); fi
+
 # Bad input: exit 2 and one line on stderr.
 expect_exit 2 "invalid json" -- "$R" -m "$M" --tools '[{"name":' "x"
 expect_one_line_error "invalid json" "invalid JSON"
