@@ -55,7 +55,7 @@ struct Reader {
   bool ok = true;
   bool take(void* dst, size_t n) {
     if (!ok || n > b.size() - pos) return ok = false;
-    std::memcpy(dst, b.data() + pos, n);
+    if (n) std::memcpy(dst, b.data() + pos, n);  // an empty vector's data() may be null
     pos += n;
     return true;
   }
