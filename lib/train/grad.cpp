@@ -27,10 +27,35 @@ namespace {
 using Vec = std::vector<float>;
 using Attn = AttnT<Vec>;
 
-// Gradient buffers of one block's backward, reused by every block of a pass.
-struct BlockScratch {
-  Vec dy, dctx, dq, dk, dv, dq_raw, dk_raw, dh;
+// What one attention block keeps from its forward for the backward.
+struct AttnActs {
+  Vec x_in;             // residual stream entering the block [T, d]
+  Vec h, rstd;          // ZCRMSNorm(x_in), its 1/rms [T]
+  Vec q_raw, q_rstd, q; // h Wq^T; q after q_norm (+ RoPE)          [T, d]
+  Vec k_raw, k_rstd, k; // kv Wk^T; k after k_norm (+ RoPE)         [Tk, kv]
+  Vec v;                // kv Wv^T                                  [Tk, kv]
+  Vec ctx, y;           // attention output, out_proj(ctx)          [T, d]
+  Vec uq, uk, uv, uo;   // LoRA: s (input A^T) of each adapted projection [rows, rank]
+
+  // Everything but x_in (a recomputing pass keeps only the block's input).
+  void release_all_but_input() {
+    for (Vec* v : {&h, &rstd, &q_raw, &q_rstd, &q, &k_raw, &k_rstd, &k, &v, &ctx, &y, &uq, &uk, &uv, &uo})
+      Vec().swap(*v);
+  }
 };
+
+// Buffers of one block's backward (and of a recomputed forward), reused by every block of a pass.
+struct BlockScratch {
+  Vec ga, gb;            // two [T, d] gradient buffers, reused along the backward (see attn_block_backward)
+  Vec dk, dv, dk_raw;    // [Tk, kv]
+  Vec wq;                // a fake-quantized (or merged) kernel [out, in]
+  Vec bt, g;             // LoRA: B^T [rank, out]; s dy B [T, rank]
+  AttnActs acts;         // the block being recomputed, or any block of a forward-only pass
+};
+
+// Which activations a forward keeps: all of them (backward without recomputation), each
+// block's input (backward with recomputation), or none (no backward).
+enum class Keep { All, Input, None };
 
 // What a pass reads: the config, the weights, the threads, dropout, and scratch space.
 struct Ctx {
@@ -40,6 +65,9 @@ struct Ctx {
   float dropout;
   uint64_t key;
   BlockScratch* scratch;
+  const Lora* lora;  // nullable
+  bool fake_quant;
+  Keep keep;
 
   Dropout drop(uint64_t site) const {
     if (dropout <= 0.0f) return {};
@@ -58,6 +86,70 @@ Vec& zeroed(Vec& v, size_t n) {
   v.assign(n, 0.0f);
   return v;
 }
+// A gradient tensor's data, or null when the parameter is frozen (no gradient buffer).
+float* grad_of(Vec* v) { return v ? v->data() : nullptr; }
+
+// =============================================================================================
+// One Dense layer  y = x W^T  (W [out, in]), with an optional LoRA adapter:
+//   y = x W^T + s (x A^T) B^T           (A [rank, in], B [out, rank], s = alpha / rank)
+// Backward, with g = s dy B  [T, rank] and u = s x A^T:
+//   dx += dy W + g A,   dW += dy^T x,   dB += dy^T u,   dA += g^T x.
+// On fake-quantized passes the forward uses Wq = fake_quantize(W + s B A) as one kernel
+// (dx += dy Wq); dW, dA and dB are the same straight-through expressions.
+
+struct Dense {
+  const Vec* w;
+  int in = 0, out = 0;
+  const LoraPair* lora = nullptr;  // adapter (nullable)
+  float* dw = nullptr;             // base kernel gradient (nullable: frozen)
+  LoraPair* glora = nullptr;       // adapter gradients (nullable)
+};
+
+// The kernel the pass multiplies by: W itself, or fake_quantize(W [+ s B A]) written to buf.
+const float* effective_kernel(const Ctx& cx, const Dense& L, Vec& buf) {
+  if (!cx.fake_quant) return L.w->data();
+  buf.resize((size_t)L.out * L.in);
+  if (L.lora) merged_kernel(buf.data(), L.w->data(), *L.lora, L.out, L.in, cx.lora->rank, cx.lora->scale());
+  else std::copy(L.w->begin(), L.w->end(), buf.begin());
+  fake_quantize_rows(buf.data(), (size_t)L.out, (size_t)L.in);
+  return buf.data();
+}
+
+// y [T, out] = x [T, in] W^T (+ adapter). u receives s x A^T when there is an adapter.
+void dense_forward(const Ctx& cx, const Dense& L, float* y, const float* x, int T, Vec& u) {
+  BlockScratch& sc = *cx.scratch;
+  matmul_forward(y, x, effective_kernel(cx, L, sc.wq), T, L.in, L.out, cx.pool);
+  if (!L.lora) return;
+  const int r = cx.lora->rank;
+  const float s = cx.lora->scale();
+  u.resize((size_t)T * r);
+  matmul_forward(u.data(), x, L.lora->a.data(), T, L.in, r, cx.pool);
+  for (float& e : u) e *= s;
+  if (cx.fake_quant) return;  // the adapter is inside the quantized kernel
+  sc.bt.resize((size_t)r * L.out);
+  transpose(sc.bt.data(), L.lora->b.data(), L.out, r);
+  matmul_backward(y, nullptr, u.data(), nullptr, sc.bt.data(), T, L.out, r, cx.pool);  // y += u B^T
+}
+
+// dx [T, in] += d/dx (nullable), parameter gradients where given.
+void dense_backward(const Ctx& cx, const Dense& L, float* dx, const float* dy, const float* x, int T, const Vec& u) {
+  BlockScratch& sc = *cx.scratch;
+  if (dx || L.dw) matmul_backward(dx, L.dw, dy, x, effective_kernel(cx, L, sc.wq), T, L.in, L.out, cx.pool);
+  if (!L.lora) return;
+  const int r = cx.lora->rank;
+  const float s = cx.lora->scale();
+  sc.bt.resize((size_t)r * L.out);
+  transpose(sc.bt.data(), L.lora->b.data(), L.out, r);
+  sc.g.resize((size_t)T * r);
+  matmul_forward(sc.g.data(), dy, sc.bt.data(), T, L.out, r, cx.pool);  // dy B
+  for (float& e : sc.g) e *= s;
+  if (L.glora) {
+    matmul_backward(nullptr, L.glora->b.data(), dy, u.data(), nullptr, T, r, L.out, cx.pool);     // dB += dy^T u
+    matmul_backward(nullptr, L.glora->a.data(), sc.g.data(), x, nullptr, T, L.in, r, cx.pool);    // dA += g^T x
+  }
+  if (dx && !cx.fake_quant)
+    matmul_backward(dx, nullptr, sc.g.data(), nullptr, L.lora->a.data(), T, L.in, r, cx.pool);  // dx += g A
+}
 
 // =============================================================================================
 // One attention sub-layer with its pre-norm and gated residual:
@@ -71,39 +163,50 @@ struct BlockShape {
   const uint8_t* key_valid = nullptr;  // [B*Lk]
 };
 
-struct AttnActs {
-  Vec x_in;             // residual stream entering the block [T, d]
-  Vec h, rstd;          // ZCRMSNorm(x_in), its 1/rms [T]
-  Vec q_raw, q_rstd, q; // h Wq^T; q after q_norm (+ RoPE)          [T, d]
-  Vec k_raw, k_rstd, k; // kv Wk^T; k after k_norm (+ RoPE)         [Tk, kv]
-  Vec v;                // kv Wv^T                                  [Tk, kv]
-  Vec ctx, y;           // attention output, out_proj(ctx)          [T, d]
+// A block's parameters and where their gradients go (each nullable: frozen / no adapters).
+struct BlockParams {
+  const Attn& w;
+  const Vec& norm;
+  float gate;
+  const LoraAttn* lora;
+  Attn* gw;
+  Vec* gnorm;
+  float* dgate;
+  LoraAttn* glora;
+
+  Dense dense(const Config& c, char which) const {
+    const int d = c.d_model, kvd = c.kv_dim();
+    auto pick = [&](auto& a) -> decltype(&a.q) { return which == 'q' ? &a.q : which == 'k' ? &a.k : which == 'v' ? &a.v : &a.o; };
+    const bool kv = which == 'k' || which == 'v';
+    return Dense{pick(w), d, kv ? kvd : d, lora ? pick(*lora) : nullptr, gw ? pick(*gw)->data() : nullptr,
+                 glora ? pick(*glora) : nullptr};
+  }
 };
 
-void attn_block_forward(const Ctx& cx, AttnActs& a, Vec& x, const float* kv_in, const BlockShape& s, const Attn& w,
-                        const Vec& norm, float gate, const Dropout& drop) {
+// The block's output branch a.y (before the gated residual) from its input x_in.
+void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const float* kv_in, const BlockShape& s,
+                        const BlockParams& bp) {
   const Config& c = cx.c;
   const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
-  a.x_in = x;
   a.h.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
-  rmsnorm_forward(a.h.data(), a.rstd.data(), x.data(), norm.data(), T, d);
+  rmsnorm_forward(a.h.data(), a.rstd.data(), x_in, bp.norm.data(), T, d);
   const float* kv = s.self ? a.h.data() : kv_in;
 
   a.q_raw.resize((size_t)T * d);
   a.q.resize((size_t)T * d);
   a.q_rstd.resize((size_t)T * H);
-  matmul_forward(a.q_raw.data(), a.h.data(), w.q.data(), T, d, d, cx.pool);
-  rmsnorm_forward(a.q.data(), a.q_rstd.data(), a.q_raw.data(), w.q_norm.data(), T * H, hd);
+  dense_forward(cx, bp.dense(c, 'q'), a.q_raw.data(), a.h.data(), T, a.uq);
+  rmsnorm_forward(a.q.data(), a.q_rstd.data(), a.q_raw.data(), bp.w.q_norm.data(), T * H, hd);
 
   a.k_raw.resize((size_t)Tk * kvd);
   a.k.resize((size_t)Tk * kvd);
   a.k_rstd.resize((size_t)Tk * Hkv);
   a.v.resize((size_t)Tk * kvd);
-  matmul_forward(a.k_raw.data(), kv, w.k.data(), Tk, d, kvd, cx.pool);
-  matmul_forward(a.v.data(), kv, w.v.data(), Tk, d, kvd, cx.pool);
-  rmsnorm_forward(a.k.data(), a.k_rstd.data(), a.k_raw.data(), w.k_norm.data(), Tk * Hkv, hd);
+  dense_forward(cx, bp.dense(c, 'k'), a.k_raw.data(), kv, Tk, a.uk);
+  dense_forward(cx, bp.dense(c, 'v'), a.v.data(), kv, Tk, a.uv);
+  rmsnorm_forward(a.k.data(), a.k_rstd.data(), a.k_raw.data(), bp.w.k_norm.data(), Tk * Hkv, hd);
 
   if (s.self) {
     rope_forward(a.q.data(), s.B, s.Lq, H, hd, c.rope_theta);
@@ -113,28 +216,28 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, Vec& x, const float* kv_in, 
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
   attention_forward(a.ctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid, as, cx.pool);
   a.y.resize((size_t)T * d);
-  matmul_forward(a.y.data(), a.ctx.data(), w.o.data(), T, d, d, cx.pool);
-
-  residual_forward(x.data(), a.y.data(), gate, drop, x.size());
+  dense_forward(cx, bp.dense(c, 'o'), a.y.data(), a.ctx.data(), T, a.uo);
 }
 
 // dx: gradient of the residual stream after the block on entry, before it on return.
 // d_kv_in: for cross-attention, receives the gradient of the encoder output.
-void attn_block_backward(const Ctx& cx, const AttnActs& a, Vec& dx, const float* kv_in, float* d_kv_in,
-                         const BlockShape& s, const Attn& w, const Vec& norm, float gate, const Dropout& drop, Attn& gw,
-                         Vec& gnorm, float* dgate) {
+//
+// Two [T, d] buffers carry the chain: ga = dy -> (free) -> dq -> (free) -> dh and
+// gb = dctx -> (free) -> dq_raw, each reused once its previous content is dead.
+void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, Vec& dx, const float* kv_in,
+                         float* d_kv_in, const BlockShape& s, const BlockParams& bp, const Dropout& drop) {
   BlockScratch& sc = *cx.scratch;
   const Config& c = cx.c;
   const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
 
-  Vec& dy = zeroed(sc.dy, (size_t)T * d);
-  residual_backward(dy.data(), dgate, dx.data(), a.y.data(), gate, drop, dy.size());
+  Vec& dy = zeroed(sc.ga, (size_t)T * d);
+  residual_backward(dy.data(), bp.dgate, dx.data(), a.y.data(), bp.gate, drop, dy.size());
 
-  Vec& dctx = zeroed(sc.dctx, (size_t)T * d);
-  matmul_backward(dctx.data(), gw.o.data(), dy.data(), a.ctx.data(), w.o.data(), T, d, d, cx.pool);
+  Vec& dctx = zeroed(sc.gb, (size_t)T * d);
+  dense_backward(cx, bp.dense(c, 'o'), dctx.data(), dy.data(), a.ctx.data(), T, a.uo);
 
-  Vec& dq = zeroed(sc.dq, (size_t)T * d);
+  Vec& dq = zeroed(sc.ga, (size_t)T * d);  // dy is dead
   Vec& dk = zeroed(sc.dk, (size_t)Tk * kvd);
   Vec& dv = zeroed(sc.dv, (size_t)Tk * kvd);
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
@@ -144,23 +247,56 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, Vec& dx, const float*
     rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta);
     rope_backward(dk.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
   }
-  Vec& dq_raw = zeroed(sc.dq_raw, dq.size());
+  Vec& dq_raw = zeroed(sc.gb, dq.size());  // dctx is dead
   Vec& dk_raw = zeroed(sc.dk_raw, dk.size());
-  rmsnorm_backward(dq_raw.data(), gw.q_norm.data(), dq.data(), a.q_raw.data(), a.q_rstd.data(), w.q_norm.data(),
-                   T * H, hd);
-  rmsnorm_backward(dk_raw.data(), gw.k_norm.data(), dk.data(), a.k_raw.data(), a.k_rstd.data(), w.k_norm.data(),
-                   Tk * Hkv, hd);
+  rmsnorm_backward(dq_raw.data(), bp.gw ? bp.gw->q_norm.data() : nullptr, dq.data(), a.q_raw.data(), a.q_rstd.data(),
+                   bp.w.q_norm.data(), T * H, hd);
+  rmsnorm_backward(dk_raw.data(), bp.gw ? bp.gw->k_norm.data() : nullptr, dk.data(), a.k_raw.data(), a.k_rstd.data(),
+                   bp.w.k_norm.data(), Tk * Hkv, hd);
 
-  Vec& dh = zeroed(sc.dh, (size_t)T * d);
-  matmul_backward(dh.data(), gw.q.data(), dq_raw.data(), a.h.data(), w.q.data(), T, d, d, cx.pool);
+  Vec& dh = zeroed(sc.ga, (size_t)T * d);  // dq is dead
+  dense_backward(cx, bp.dense(c, 'q'), dh.data(), dq_raw.data(), a.h.data(), T, a.uq);
   const float* kv = s.self ? a.h.data() : kv_in;
   float* dkv = s.self ? dh.data() : d_kv_in;
-  matmul_backward(dkv, gw.k.data(), dk_raw.data(), kv, w.k.data(), Tk, d, kvd, cx.pool);
-  matmul_backward(dkv, gw.v.data(), dv.data(), kv, w.v.data(), Tk, d, kvd, cx.pool);
+  dense_backward(cx, bp.dense(c, 'k'), dkv, dk_raw.data(), kv, Tk, a.uk);
+  dense_backward(cx, bp.dense(c, 'v'), dkv, dv.data(), kv, Tk, a.uv);
 
   // The residual path passes dx through unchanged; the norm adds its share.
-  rmsnorm_backward(dx.data(), gnorm.data(), dh.data(), a.x_in.data(), a.rstd.data(), norm.data(), T, d);
+  rmsnorm_backward(dx.data(), grad_of(bp.gnorm), dh.data(), x_in, a.rstd.data(), bp.norm.data(), T, d);
 }
+
+// Forward of a block in the pass's keep mode: x += sigmoid(gate) * drop(branch).
+void block_forward(const Ctx& cx, AttnActs& kept, Vec& x, const float* kv_in, const BlockShape& s,
+                   const BlockParams& bp, const Dropout& drop) {
+  AttnActs* a = &kept;
+  const float* x_in = x.data();
+  if (cx.keep != Keep::None) {
+    kept.x_in = x;
+    x_in = kept.x_in.data();
+  }
+  if (cx.keep != Keep::All) {
+    if (cx.keep == Keep::Input) kept.release_all_but_input();
+    a = &cx.scratch->acts;
+  }
+  attn_block_forward(cx, *a, x_in, kv_in, s, bp);
+  residual_forward(x.data(), a->y.data(), bp.gate, drop, x.size());
+}
+
+// Backward of a block, recomputing its forward from the kept input first when the pass keeps
+// only inputs (the same ops on the same values: bit-identical activations).
+void block_backward(const Ctx& cx, const AttnActs& kept, Vec& dx, const float* kv_in, float* d_kv_in,
+                    const BlockShape& s, const BlockParams& bp, const Dropout& drop) {
+  const AttnActs* a = &kept;
+  if (cx.keep == Keep::Input) {
+    attn_block_forward(cx, cx.scratch->acts, kept.x_in.data(), kv_in, s, bp);
+    a = &cx.scratch->acts;
+  }
+  attn_block_backward(cx, *a, kept.x_in.data(), dx, kv_in, d_kv_in, s, bp, drop);
+}
+
+// The adapters of attention i of a list (nullable).
+const LoraAttn* lora_at(const std::vector<LoraAttn>* v, size_t i) { return v ? &(*v)[i] : nullptr; }
+LoraAttn* lora_at(std::vector<LoraAttn>* v, size_t i) { return v ? &(*v)[i] : nullptr; }
 
 // =============================================================================================
 // Encoder
@@ -175,6 +311,14 @@ struct EncoderActs {
   uint64_t site = 0; // dropout site base (distinct per encoder use in a pass)
 };
 
+BlockParams encoder_block(const Ctx& cx, size_t l, Params* g, Lora* gl) {
+  const auto& L = cx.p.encoder[l];
+  auto* G = g ? &g->encoder[l] : nullptr;
+  return BlockParams{L.attn, L.norm, L.gate[0], cx.lora ? lora_at(&cx.lora->encoder, l) : nullptr,
+                     G ? &G->attn : nullptr, G ? &G->norm : nullptr, G ? &G->gate[0] : nullptr,
+                     gl ? lora_at(&gl->encoder, l) : nullptr};
+}
+
 void encoder_forward(const Ctx& cx, EncoderActs& a) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
@@ -183,29 +327,23 @@ void encoder_forward(const Ctx& cx, EncoderActs& a) {
   embedding_forward(x.data(), a.tokens.data(), T, cx.p.embedding.data(), d);
   a.layers.resize(cx.p.encoder.size());
   const BlockShape s{a.B, a.L, a.L, /*self=*/true, /*causal=*/false, a.valid.data()};
-  for (size_t l = 0; l < cx.p.encoder.size(); ++l) {
-    const auto& L = cx.p.encoder[l];
-    attn_block_forward(cx, a.layers[l], x, nullptr, s, L.attn, L.norm, L.gate[0], cx.drop(a.site + l));
-  }
+  for (size_t l = 0; l < cx.p.encoder.size(); ++l)
+    block_forward(cx, a.layers[l], x, nullptr, s, encoder_block(cx, l, nullptr, nullptr), cx.drop(a.site + l));
   a.out.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
   rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.encoder_norm.data(), T, d);
 }
 
-void encoder_backward(const Ctx& cx, const EncoderActs& a, const Vec& d_out, Params& g) {
+void encoder_backward(const Ctx& cx, const EncoderActs& a, const Vec& d_out, Params* g, Lora* gl) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
   Vec dx = zeros((size_t)T * d);
-  rmsnorm_backward(dx.data(), g.encoder_norm.data(), d_out.data(), a.x_last.data(), a.rstd.data(),
+  rmsnorm_backward(dx.data(), g ? g->encoder_norm.data() : nullptr, d_out.data(), a.x_last.data(), a.rstd.data(),
                    cx.p.encoder_norm.data(), T, d);
   const BlockShape s{a.B, a.L, a.L, true, false, a.valid.data()};
-  for (size_t l = cx.p.encoder.size(); l-- > 0;) {
-    const auto& L = cx.p.encoder[l];
-    auto& G = g.encoder[l];
-    attn_block_backward(cx, a.layers[l], dx, nullptr, nullptr, s, L.attn, L.norm, L.gate[0], cx.drop(a.site + l),
-                        G.attn, G.norm, &G.gate[0]);
-  }
-  embedding_backward(g.embedding.data(), dx.data(), a.tokens.data(), T, d);
+  for (size_t l = cx.p.encoder.size(); l-- > 0;)
+    block_backward(cx, a.layers[l], dx, nullptr, nullptr, s, encoder_block(cx, l, g, gl), cx.drop(a.site + l));
+  if (g) embedding_backward(g->embedding.data(), dx.data(), a.tokens.data(), T, d);
 }
 
 // =============================================================================================
@@ -219,6 +357,18 @@ struct DecoderActs {
   Vec out;  // final-normed [B*L, d]
 };
 
+BlockParams decoder_block(const Ctx& cx, size_t l, bool cross, Params* g, Lora* gl) {
+  const auto& L = cx.p.decoder[l];
+  auto* G = g ? &g->decoder[l] : nullptr;
+  if (!cross)
+    return BlockParams{L.self_attn, L.norm_self, L.gate_self[0], cx.lora ? lora_at(&cx.lora->dec_self, l) : nullptr,
+                       G ? &G->self_attn : nullptr, G ? &G->norm_self : nullptr, G ? &G->gate_self[0] : nullptr,
+                       gl ? lora_at(&gl->dec_self, l) : nullptr};
+  return BlockParams{L.cross_attn, L.norm_cross, L.gate_cross[0], cx.lora ? lora_at(&cx.lora->dec_cross, l) : nullptr,
+                     G ? &G->cross_attn : nullptr, G ? &G->norm_cross : nullptr, G ? &G->gate_cross[0] : nullptr,
+                     gl ? lora_at(&gl->dec_cross, l) : nullptr};
+}
+
 void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, const EncoderActs& enc) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
@@ -231,11 +381,10 @@ void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, cons
   const BlockShape ss{a.B, a.L, a.L, /*self=*/true, /*causal=*/true, a.valid.data()};
   const BlockShape cs{a.B, a.L, enc.L, /*self=*/false, /*causal=*/false, enc.valid.data()};
   for (size_t l = 0; l < n; ++l) {
-    const auto& L = cx.p.decoder[l];
-    attn_block_forward(cx, a.self[l], x, nullptr, ss, L.self_attn, L.norm_self, L.gate_self[0],
-                       cx.drop(kSiteDecSelf + l));
-    attn_block_forward(cx, a.cross[l], x, enc.out.data(), cs, L.cross_attn, L.norm_cross, L.gate_cross[0],
-                       cx.drop(kSiteDecCross + l));
+    block_forward(cx, a.self[l], x, nullptr, ss, decoder_block(cx, l, false, nullptr, nullptr),
+                  cx.drop(kSiteDecSelf + l));
+    block_forward(cx, a.cross[l], x, enc.out.data(), cs, decoder_block(cx, l, true, nullptr, nullptr),
+                  cx.drop(kSiteDecCross + l));
   }
   a.out.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
@@ -244,23 +393,21 @@ void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, cons
 
 // d_out: gradient of the final-normed decoder output; adds the encoder output's gradient to d_enc.
 void decoder_backward(const Ctx& cx, const DecoderActs& a, const TextBatch& batch, const EncoderActs& enc,
-                      const Vec& d_out, Vec& d_enc, Params& g) {
+                      const Vec& d_out, Vec& d_enc, Params* g, Lora* gl) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
   Vec dx = zeros((size_t)T * d);
-  rmsnorm_backward(dx.data(), g.decoder_norm.data(), d_out.data(), a.x_last.data(), a.rstd.data(),
+  rmsnorm_backward(dx.data(), g ? g->decoder_norm.data() : nullptr, d_out.data(), a.x_last.data(), a.rstd.data(),
                    cx.p.decoder_norm.data(), T, d);
   const BlockShape ss{a.B, a.L, a.L, true, true, a.valid.data()};
   const BlockShape cs{a.B, a.L, enc.L, false, false, enc.valid.data()};
   for (size_t l = cx.p.decoder.size(); l-- > 0;) {
-    const auto& L = cx.p.decoder[l];
-    auto& G = g.decoder[l];
-    attn_block_backward(cx, a.cross[l], dx, enc.out.data(), d_enc.data(), cs, L.cross_attn, L.norm_cross,
-                        L.gate_cross[0], cx.drop(kSiteDecCross + l), G.cross_attn, G.norm_cross, &G.gate_cross[0]);
-    attn_block_backward(cx, a.self[l], dx, nullptr, nullptr, ss, L.self_attn, L.norm_self, L.gate_self[0],
-                        cx.drop(kSiteDecSelf + l), G.self_attn, G.norm_self, &G.gate_self[0]);
+    block_backward(cx, a.cross[l], dx, enc.out.data(), d_enc.data(), cs, decoder_block(cx, l, true, g, gl),
+                   cx.drop(kSiteDecCross + l));
+    block_backward(cx, a.self[l], dx, nullptr, nullptr, ss, decoder_block(cx, l, false, g, gl),
+                   cx.drop(kSiteDecSelf + l));
   }
-  embedding_backward(g.embedding.data(), dx.data(), batch.tgt_in.data(), T, d);
+  if (g) embedding_backward(g->embedding.data(), dx.data(), batch.tgt_in.data(), T, d);
 }
 
 // =============================================================================================
@@ -314,7 +461,7 @@ TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, con
 // d(scale * text_loss)/d logits = scale/n * (w_t (p - onehot(target)) + 2 z lse_t p), then
 // logits = h E^T gives dh (scattered back to decoder rows) and dE.
 void text_loss_backward(const Ctx& cx, LmActs& a, const TextBatch& batch, const LossOptions& opt, float scale,
-                        Vec& d_dec_out, Params& g) {
+                        Vec& d_dec_out, Params* g) {
   const Config& c = cx.c;
   const int d = c.d_model, V = c.vocab_size, R = (int)a.rows.size();
   const double n = std::max(R, 1);
@@ -328,7 +475,8 @@ void text_loss_backward(const Ctx& cx, LmActs& a, const TextBatch& batch, const 
     p[batch.tgt_out[(size_t)r]] -= cw;
   }
   Vec dh = zeros((size_t)R * d);
-  matmul_backward(dh.data(), g.embedding.data(), a.probs.data(), a.h.data(), cx.p.embedding.data(), R, d, V, cx.pool);
+  matmul_backward(dh.data(), g ? g->embedding.data() : nullptr, a.probs.data(), a.h.data(), cx.p.embedding.data(), R, d,
+                  V, cx.pool);
   for (int i = 0; i < R; ++i) {
     const float* src = dh.data() + (size_t)i * d;
     float* dst = d_dec_out.data() + (size_t)a.rows[(size_t)i] * d;
@@ -348,35 +496,45 @@ struct ContrastiveActs {
   Vec emb;     // L2-normalized [N, cd]
 };
 
+// The head's two Dense layers (never adapted by LoRA).
+Dense head_hidden(const Ctx& cx, Params* g) {
+  return Dense{&cx.p.contrastive_hidden, cx.c.d_model, cx.c.hidden_dim(), nullptr,
+               g ? g->contrastive_hidden.data() : nullptr, nullptr};
+}
+Dense head_proj(const Ctx& cx, Params* g) {
+  return Dense{&cx.p.contrastive_proj, cx.c.hidden_dim(), cx.c.contrastive_dim, nullptr,
+               g ? g->contrastive_proj.data() : nullptr, nullptr};
+}
+
 void contrastive_forward(const Ctx& cx, ContrastiveActs& a, const EncoderActs& enc) {
   const Config& c = cx.c;
   const int d = c.d_model, h4 = c.hidden_dim(), cd = c.contrastive_dim, N = enc.B;
+  Vec none;
   a.N = N;
   a.pooled.resize((size_t)N * d);
   mean_pool_forward(a.pooled.data(), enc.out.data(), enc.valid.data(), N, enc.L, d);
   a.hid.resize((size_t)N * h4);
-  matmul_forward(a.hid.data(), a.pooled.data(), cx.p.contrastive_hidden.data(), N, d, h4, cx.pool);
+  dense_forward(cx, head_hidden(cx, nullptr), a.hid.data(), a.pooled.data(), N, none);
   bias_relu_forward(a.hid.data(), cx.p.contrastive_hidden_bias.data(), N, h4);
   a.proj.resize((size_t)N * cd);
-  matmul_forward(a.proj.data(), a.hid.data(), cx.p.contrastive_proj.data(), N, h4, cd, cx.pool);
+  dense_forward(cx, head_proj(cx, nullptr), a.proj.data(), a.hid.data(), N, none);
   a.inv.resize((size_t)N);
   a.emb.resize((size_t)N * cd);
   l2norm_forward(a.emb.data(), a.inv.data(), a.proj.data(), N, cd);
 }
 
 void contrastive_backward(const Ctx& cx, const ContrastiveActs& a, const EncoderActs& enc, const Vec& d_emb,
-                          Vec& d_enc_out, Params& g) {
+                          Vec& d_enc_out, Params* g) {
   const Config& c = cx.c;
   const int d = c.d_model, h4 = c.hidden_dim(), cd = c.contrastive_dim, N = a.N;
   Vec d_proj = zeros((size_t)N * cd);
   l2norm_backward(d_proj.data(), d_emb.data(), a.emb.data(), a.inv.data(), N, cd);
   Vec d_hid = zeros((size_t)N * h4);
-  matmul_backward(d_hid.data(), g.contrastive_proj.data(), d_proj.data(), a.hid.data(), cx.p.contrastive_proj.data(),
-                  N, h4, cd, cx.pool);
-  bias_relu_backward(d_hid.data(), g.contrastive_hidden_bias.data(), a.hid.data(), N, h4);
+  const Vec none;
+  dense_backward(cx, head_proj(cx, g), d_hid.data(), d_proj.data(), a.hid.data(), N, none);
+  bias_relu_backward(d_hid.data(), g ? g->contrastive_hidden_bias.data() : nullptr, a.hid.data(), N, h4);
   Vec d_pooled = zeros((size_t)N * d);
-  matmul_backward(d_pooled.data(), g.contrastive_hidden.data(), d_hid.data(), a.pooled.data(),
-                  cx.p.contrastive_hidden.data(), N, d, h4, cx.pool);
+  dense_backward(cx, head_hidden(cx, g), d_pooled.data(), d_hid.data(), a.pooled.data(), N, none);
   mean_pool_backward(d_enc_out.data(), d_pooled.data(), enc.valid.data(), N, enc.L, d);
 }
 
@@ -443,7 +601,7 @@ void clip_backward(const ClipActs& a, const Vec& q, const Vec& t, int cd, float 
         dt[(size_t)j * cd + k] += (float)(f * q[(size_t)i * cd + k]);
       }
     }
-  if (!a.temp_clipped) *d_log_temp += (float)dlt;
+  if (!a.temp_clipped && d_log_temp) *d_log_temp += (float)dlt;
 }
 
 // =============================================================================================
@@ -497,6 +655,17 @@ Status check_params(const Config& c, const Params& p) {
   return st;
 }
 
+// The LoRA side of a pass: adapters of the config's shape, gradients only with adapters.
+Status check_lora_pass(const Config& c, const PassOptions& pass) {
+  if (pass.lora_grads && !pass.lora) return make_error("LoRA gradients were asked for without adapters");
+  if (pass.lora) NEEDLE_TRY(check_lora(*pass.lora, c));
+  if (pass.lora_grads) {
+    if (pass.lora_grads->rank != pass.lora->rank) return make_error("LoRA gradient buffer has another rank");
+    NEEDLE_TRY(check_lora(*pass.lora_grads, c));
+  }
+  return Status::ok();
+}
+
 Status check_ids(const Config& c, const std::vector<int32_t>& ids, const char* what) {
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= c.vocab_size)
@@ -545,10 +714,13 @@ Result<TextLoss> text_loss(const Config& c, const Params& p, const TextBatch& ba
   NEEDLE_TRY(check_params(c, p));
   NEEDLE_TRY(batch.validate(c));
   NEEDLE_TRY(check_grads(c, grads));
+  NEEDLE_TRY(check_lora_pass(c, pass));
   std::unique_ptr<WorkspaceImpl> local;
   if (!pass.workspace) local = std::make_unique<WorkspaceImpl>();
   WorkspaceImpl& ws = pass.workspace ? pass.workspace->impl() : *local;
-  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key, &ws.scratch};
+  const bool backward = grads || pass.lora_grads;
+  const Keep keep = !backward ? Keep::None : pass.recompute ? Keep::Input : Keep::All;
+  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key, &ws.scratch, pass.lora, pass.fake_quant, keep};
 
   EncoderActs& enc = ws.enc;
   enc.B = batch.batch;
@@ -567,14 +739,13 @@ Result<TextLoss> text_loss(const Config& c, const Params& p, const TextBatch& ba
   decoder_forward(cx, dec, batch, enc);
 
   const TextLoss loss = text_loss_forward(cx, ws.lm, dec, batch, opt);
-  if (!grads) return loss;
+  if (!backward) return loss;
 
-  Params& g = *grads;
   Vec& d_dec = zeroed(ws.d_dec, dec.out.size());
   Vec& d_enc = zeroed(ws.d_enc, enc.out.size());
-  text_loss_backward(cx, ws.lm, batch, opt, scale, d_dec, g);
-  decoder_backward(cx, dec, batch, enc, d_dec, d_enc, g);
-  encoder_backward(cx, enc, d_enc, g);
+  text_loss_backward(cx, ws.lm, batch, opt, scale, d_dec, grads);
+  decoder_backward(cx, dec, batch, enc, d_dec, d_enc, grads, pass.lora_grads);
+  encoder_backward(cx, enc, d_enc, grads, pass.lora_grads);
   return loss;
 }
 
@@ -584,10 +755,13 @@ Result<double> clip_loss(const Config& c, const Params& p, const ClipBatch& batc
   NEEDLE_TRY(check_params(c, p));
   NEEDLE_TRY(batch.validate(c));
   NEEDLE_TRY(check_grads(c, grads));
+  NEEDLE_TRY(check_lora_pass(c, pass));
   std::unique_ptr<WorkspaceImpl> local;
   if (!pass.workspace) local = std::make_unique<WorkspaceImpl>();
   WorkspaceImpl& ws = pass.workspace ? pass.workspace->impl() : *local;
-  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key, &ws.scratch};
+  const bool backward = grads || pass.lora_grads;
+  const Keep keep = !backward ? Keep::None : pass.recompute ? Keep::Input : Keep::All;
+  const Ctx cx{c, p, pass.pool, pass.dropout, pass.dropout_key, &ws.scratch, pass.lora, pass.fake_quant, keep};
   const int N = batch.batch, cd = c.contrastive_dim;
 
   // The two sides run the same encoder and head on their own padded token arrays.
@@ -608,15 +782,14 @@ Result<double> clip_loss(const Config& c, const Params& p, const ClipBatch& batc
 
   ClipActs clip;
   const double loss = clip_forward(clip, head_q.emb, head_t.emb, N, cd, p.log_temp[0]);
-  if (!grads) return loss;
+  if (!backward) return loss;
 
-  Params& g = *grads;
   Vec dq = zeros(head_q.emb.size()), dt = zeros(head_t.emb.size());
-  clip_backward(clip, head_q.emb, head_t.emb, cd, scale, dq, dt, &g.log_temp[0]);
+  clip_backward(clip, head_q.emb, head_t.emb, cd, scale, dq, dt, grads ? &grads->log_temp[0] : nullptr);
   for (auto [enc, head, d_emb] : {std::tuple{&enc_q, &head_q, &dq}, std::tuple{&enc_t, &head_t, &dt}}) {
     Vec d_enc = zeros(enc->out.size());
-    contrastive_backward(cx, *head, *enc, *d_emb, d_enc, g);
-    encoder_backward(cx, *enc, d_enc, g);
+    contrastive_backward(cx, *head, *enc, *d_emb, d_enc, grads);
+    encoder_backward(cx, *enc, d_enc, grads, pass.lora_grads);
   }
   return loss;
 }

@@ -12,6 +12,7 @@
 
 #include "model/config.h"
 #include "model/weights.h"
+#include "train/lora.h"
 #include "util/result.h"
 
 namespace nk {
@@ -78,10 +79,24 @@ struct PassOptions {
   uint64_t dropout_key = 0;
   nk::ThreadPool* pool = nullptr;
   Workspace* workspace = nullptr;
+  // LoRA: every adapted kernel acts as W + s B A (computed factored: y = x W^T + s (x A^T) B^T).
+  const Lora* lora = nullptr;
+  // Receives += scale * d loss / d (A, B) (zero_lora-shaped). With lora_grads set, `grads` may be
+  // null: the base is frozen and none of its gradients is computed (no dW GEMMs at all).
+  Lora* lora_grads = nullptr;
+  // INT4 QAT forward without a copy of the model: every Dense kernel is used as
+  // fake_quantize(W) -- with LoRA fake_quantize(merged_kernel(W, A, B)) -- computed per layer on
+  // the fly; gradients pass straight through (to W, or by the chain rule through W + s B A to A, B).
+  bool fake_quant = false;
+  // Activation checkpointing: the backward keeps only each attention block's input and
+  // recomputes the block's forward (bit-identical; ~1/3 more compute, activation memory
+  // ~1/6). Forward-only passes never keep per-block activations.
+  bool recompute = false;
 };
 
 // text_loss of a batch. grads (nullable) must be zero_params(c)-shaped or empty (then allocated
-// and zeroed); it receives += scale * d text_loss / d params.
+// and zeroed); it receives += scale * d text_loss / d params. The backward runs when grads or
+// pass.lora_grads is given.
 Result<TextLoss> text_loss(const Config& c, const Params& p, const TextBatch& batch, const LossOptions& opt,
                            const PassOptions& pass, Params* grads = nullptr, float scale = 1.0f);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "nk/quant.h"
 #include "nk/threadpool.h"
 #include "train/matmul.h"
 
@@ -56,10 +57,9 @@ void rmsnorm_backward(float* dx, float* dscale, const float* dout, const float* 
     double gx = 0;
     for (int i = 0; i < n; ++i) gx += (double)dy[i] * (1.0f + scale[i]) * xr[i];
     const float c = (float)(gx / n) * inv * inv;
-    for (int i = 0; i < n; ++i) {
-      dxr[i] += inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
-      dscale[i] += dy[i] * xr[i] * inv;
-    }
+    for (int i = 0; i < n; ++i) dxr[i] += inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
+    if (dscale)
+      for (int i = 0; i < n; ++i) dscale[i] += dy[i] * xr[i] * inv;
   }
 }
 
@@ -238,6 +238,15 @@ float Dropout::factor(size_t i) const {
   return u < p ? 0.0f : 1.0f / (1.0f - p);
 }
 
+void fake_quantize_rows(float* w, size_t rows, size_t cols) {
+  thread_local std::vector<nk::BlockQ4> blk;
+  blk.resize(nk::blocks_per_row(cols));
+  for (size_t r = 0; r < rows; ++r) {
+    nk::quantize_row_q4(w + r * cols, blk.data(), cols);
+    nk::dequantize_row_q4(blk.data(), w + r * cols, cols);
+  }
+}
+
 void residual_forward(float* x, const float* y, float gate, const Dropout& drop, size_t n) {
   const float g = sigmoid(gate);
   if (!drop.active()) {
@@ -250,6 +259,10 @@ void residual_forward(float* x, const float* y, float gate, const Dropout& drop,
 void residual_backward(float* dy, float* dgate, const float* dout, const float* y, float gate, const Dropout& drop,
                        size_t n) {
   const float g = sigmoid(gate);
+  if (!dgate) {  // frozen gate: only the branch's gradient
+    for (size_t i = 0; i < n; ++i) dy[i] += g * (dout[i] * (drop.active() ? drop.factor(i) : 1.0f));
+    return;
+  }
   double dg = 0;
   for (size_t i = 0; i < n; ++i) {
     const float f = drop.active() ? drop.factor(i) : 1.0f;
@@ -305,7 +318,7 @@ void bias_relu_backward(float* dout, float* dbias, const float* out, int rows, i
     for (int i = 0; i < n; ++i) {
       float& g = dout[(size_t)r * n + i];
       if (out[(size_t)r * n + i] <= 0.0f) g = 0.0f;
-      dbias[i] += g;
+      if (dbias) dbias[i] += g;
     }
 }
 

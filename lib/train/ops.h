@@ -6,6 +6,7 @@
 // A backward ACCUMULATES (+=) into the gradients of its inputs and parameters, so branches that
 // share an input (the tied embedding, the residual stream, the encoder output read by every
 // cross-attention) simply add up; the exception is rope_backward, which maps dy to dx in place.
+// A parameter gradient pointer (dscale, dgate, dbias) may be null: that parameter is frozen.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -62,6 +63,10 @@ void residual_forward(float* x, const float* y, float gate, const Dropout& drop,
 // dropout(dout); dgate += sigmoid'(g) * sum(dout * dropout(y)).
 void residual_backward(float* dy, float* dgate, const float* dout, const float* y, float gate, const Dropout& drop,
                        size_t n);
+
+// ---- INT4 fake quantization of a Dense kernel [rows = out, cols = in], in place: groups of 32
+// along each row (the original's input axis), nk::quantize_row_q4 then dequantize_row_q4.
+void fake_quantize_rows(float* w, size_t rows, size_t cols);
 
 // ---- Contrastive head pieces.
 // Mean over the valid rows of x [B*L, d] per sequence: out [B, d]. No valid row -> zeros.

@@ -6,8 +6,8 @@
 #include <random>
 #include <string>
 
-#include "nk/quant.h"
 #include "nk/threadpool.h"
+#include "train/ops.h"
 
 namespace needle::train {
 namespace {
@@ -21,7 +21,9 @@ uint64_t splitmix64(uint64_t& state) {
 
 // ---- Checkpoint bytes: little-endian fields, FNV-1a 64 checksum at the end.
 constexpr char kMagic[8] = {'N', 'D', 'L', 'T', 'R', 'A', 'I', 'N'};
-constexpr uint32_t kVersion = 1;
+// Version 1: full fine-tuning only. Version 2 adds a mode byte after the optimizer count:
+// 0 = full (params, m, v as in version 1), 1 = LoRA (base fingerprint, adapters, their m, v).
+constexpr uint32_t kVersion = 2;
 
 uint64_t fnv1a(const uint8_t* p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -108,6 +110,18 @@ void visit_options(TrainOptions& o, F&& f) {
   f("qat_every", o.qat_every);
   f("clip_weight", o.clip_weight);
   f("seed", o.seed);
+  f("lora.rank", o.lora_rank);
+  f("lora.alpha", o.lora_alpha);
+  f("recompute", o.recompute);
+}
+
+// Every adapter tensor (A then B of each adapter, for_each_adapter order).
+template <class F>
+void for_each_lora_tensor(Lora& l, const Config& c, F&& f) {
+  for_each_adapter(l, c, [&](const LoraSpec&, LoraPair& p) {
+    f(p.a);
+    f(p.b);
+  });
 }
 
 Status check_shapes(const Params& p, const Config& c) {
@@ -127,15 +141,9 @@ Status check_shapes(const Params& p, const Config& c) {
 Params fake_quantize_kernels(const Params& p, const Config& c) {
   Params q = p;
   for_each_tensor(q, c, [&](const TensorSpec& s, std::vector<float>& v) {
-    if (s.role != Role::Kernel) return;
     // Stored [out, in]: a row is one output column of the original (in, out) kernel, so groups
     // of 32 along the row are the original's groups along the input axis.
-    const size_t rows = (size_t)s.shape[0], cols = (size_t)s.shape[1];
-    std::vector<nk::BlockQ4> blk(nk::blocks_per_row(cols));
-    for (size_t r = 0; r < rows; ++r) {
-      nk::quantize_row_q4(v.data() + r * cols, blk.data(), cols);
-      nk::dequantize_row_q4(blk.data(), v.data() + r * cols, cols);
-    }
+    if (s.role == Role::Kernel) fake_quantize_rows(v.data(), (size_t)s.shape[0], (size_t)s.shape[1]);
   });
   return q;
 }
@@ -165,11 +173,23 @@ Result<Trainer> Trainer::create(const Config& c, Params p, const TrainOptions& o
   NEEDLE_TRY(check_shapes(p, c));
   if (o.schedule.total_steps <= 0) return make_error("training needs total_steps > 0");
   if (o.dropout < 0 || o.dropout >= 1) return make_error("dropout {} must be in [0, 1)", o.dropout);
+  if (o.lora_rank < 0 || o.lora_rank > c.d_model)
+    return make_error("LoRA rank {} must be in [1, d_model = {}]", o.lora_rank, c.d_model);
+  if (o.lora_rank > 0 && !(o.lora_alpha >= 0 && std::isfinite(o.lora_alpha)))
+    return make_error("LoRA alpha {} must be positive", o.lora_alpha);
   Trainer t;
   t.c_ = c;
   t.o_ = o;
   t.p_ = std::move(p);
-  t.s_ = init_optim_state(c, o.optim);
+  if (o.lora_rank > 0) {
+    if (t.o_.lora_alpha == 0) t.o_.lora_alpha = (float)o.lora_rank;
+    t.lora_ = init_lora(c, o.lora_rank, t.o_.lora_alpha, o.seed);
+    t.lora_m_ = zero_lora(c, o.lora_rank, t.o_.lora_alpha);
+    t.lora_v_ = t.lora_m_;
+    t.base_fingerprint_ = params_fingerprint(t.p_, c);
+  } else {
+    t.s_ = init_optim_state(c, o.optim);
+  }
   t.rng_ = o.seed;
   t.pool_ = std::make_unique<nk::ThreadPool>(threads);
   t.ws_ = std::make_unique<Workspace>();
@@ -177,8 +197,19 @@ Result<Trainer> Trainer::create(const Config& c, Params p, const TrainOptions& o
 }
 
 PassOptions Trainer::pass(float dropout, uint64_t key) const {
-  return PassOptions{dropout, key, pool_.get(), ws_.get()};
+  PassOptions ps{dropout, key, pool_.get(), ws_.get()};
+  if (is_lora()) ps.lora = &lora_;
+  ps.recompute = o_.recompute;
+  return ps;
 }
+
+Params Trainer::merged_params() const {
+  Params m = p_;
+  if (is_lora()) merge_lora(m, lora_, c_);
+  return m;
+}
+
+void Trainer::release_workspace() { ws_ = std::make_unique<Workspace>(); }
 
 Result<StepStats> Trainer::train_step(const TextBatch& batch, const ClipBatch* clip) {
   StepStats st;
@@ -187,27 +218,62 @@ Result<StepStats> Trainer::train_step(const TextBatch& batch, const ClipBatch* c
   uint64_t rng = rng_;
   const uint64_t key = splitmix64(rng);
 
-  // QAT: the forward (and so the backward's Jacobians) sees the fake-quantized kernels; the
-  // gradient is applied to the f32 weights unchanged (straight-through estimator).
-  Params quantized;
-  if (st.fake_quant) quantized = fake_quantize_kernels(p_, c_);
-  const Params& fwd = st.fake_quant ? quantized : p_;
-
-  if (grads_.encoder.empty() && grads_.decoder.empty()) grads_ = zero_params(c_);
-  Params& grads = grads_;
-  for_each_tensor(grads, c_, [](const TensorSpec&, std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); });
-  NEEDLE_ASSIGN(st.text, text_loss(c_, fwd, batch, o_.loss, pass(o_.dropout, key), &grads, 1.0f));
+  // QAT: the forward (and so the backward's Jacobians) sees the fake-quantized kernels -- with
+  // LoRA fake_quantize(W + s B A) -- computed layer by layer (PassOptions::fake_quant); the
+  // gradient is applied to the f32 weights (or the adapters) unchanged (straight-through).
+  PassOptions text_pass = pass(o_.dropout, key), clip_pass = pass(o_.dropout, key ^ 0x5bd1e995ull);
+  text_pass.fake_quant = clip_pass.fake_quant = st.fake_quant;
+  Params* grads = nullptr;
+  if (is_lora()) {
+    if (lora_g_.empty()) lora_g_ = zero_lora(c_, lora_.rank, lora_.alpha);
+    for_each_lora_tensor(lora_g_, c_, [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); });
+    text_pass.lora_grads = clip_pass.lora_grads = &lora_g_;
+  } else {
+    if (grads_.encoder.empty() && grads_.decoder.empty()) grads_ = zero_params(c_);
+    for_each_tensor(grads_, c_, [](const TensorSpec&, std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); });
+    grads = &grads_;
+  }
+  NEEDLE_ASSIGN(st.text, text_loss(c_, p_, batch, o_.loss, text_pass, grads, 1.0f));
   st.loss = st.text.loss;
   if (clip) {
-    NEEDLE_ASSIGN(st.clip_loss, clip_loss(c_, fwd, *clip, pass(o_.dropout, key ^ 0x5bd1e995ull), &grads,
-                                          o_.clip_weight));
+    NEEDLE_ASSIGN(st.clip_loss, clip_loss(c_, p_, *clip, clip_pass, grads, o_.clip_weight));
     st.loss += o_.clip_weight * st.clip_loss;
   }
   if (!std::isfinite(st.loss)) return make_error("loss is not finite at step {} ({})", step_, st.loss);
 
-  st.grad_norm = clip_by_global_norm(grads, c_, o_.optim.clip_norm);
   st.lr_scale = o_.schedule(step_);
-  optimizer_step(p_, grads, s_, c_, o_.optim, st.lr_scale, pool_.get());
+  if (is_lora()) {
+    // Global-norm clipping over the adapters' gradients (double accumulation, as for the full model),
+    // then AdamW on every A and B (docs/training.md: why not Muon).
+    double ss = 0;
+    for_each_lora_tensor(lora_g_, c_, [&](std::vector<float>& v) {
+      for (float x : v) ss += (double)x * x;
+    });
+    st.grad_norm = std::sqrt(ss);
+    const float clip_norm = o_.optim.clip_norm;
+    if (clip_norm > 0 && st.grad_norm > clip_norm) {
+      const float f = (float)(clip_norm / st.grad_norm);
+      for_each_lora_tensor(lora_g_, c_, [&](std::vector<float>& v) {
+        for (float& x : v) x *= f;
+      });
+    }
+    s_.count += 1;
+    std::vector<std::vector<float>*> gs, ms, vs;
+    for_each_lora_tensor(lora_g_, c_, [&](std::vector<float>& v) { gs.push_back(&v); });
+    for_each_lora_tensor(lora_m_, c_, [&](std::vector<float>& v) { ms.push_back(&v); });
+    for_each_lora_tensor(lora_v_, c_, [&](std::vector<float>& v) { vs.push_back(&v); });
+    const auto& op = o_.optim;
+    const float lr = (float)(op.adam_lr * st.lr_scale);
+    size_t i = 0;
+    for_each_lora_tensor(lora_, c_, [&](std::vector<float>& w) {
+      adamw_update(w.data(), gs[i]->data(), ms[i]->data(), vs[i]->data(), w.size(), s_.count, lr, op.adam_b1,
+                   op.adam_b2, op.adam_eps, op.adam_weight_decay);
+      ++i;
+    });
+  } else {
+    st.grad_norm = clip_by_global_norm(grads_, c_, o_.optim.clip_norm);
+    optimizer_step(p_, grads_, s_, c_, o_.optim, st.lr_scale, pool_.get());
+  }
   rng_ = rng;
   step_ += 1;
   return st;
@@ -251,13 +317,24 @@ std::vector<uint8_t> Trainer::to_bytes() const {
   w.pod<int64_t>(step_);
   w.pod<uint64_t>(rng_);
   w.pod<int64_t>(s_.count);
-  for (const Params* t : {&p_, &s_.m, &s_.v})
-    for_each_tensor(const_cast<Params&>(*t), c_, [&](const TensorSpec&, std::vector<float>& v) { w.floats(v); });
+  w.pod<uint8_t>(is_lora() ? 1 : 0);
+  if (is_lora()) {
+    w.pod<uint64_t>(base_fingerprint_);
+    for (const Lora* l : {&lora_, &lora_m_, &lora_v_})
+      for_each_lora_tensor(const_cast<Lora&>(*l), c_, [&](std::vector<float>& v) { w.floats(v); });
+  } else {
+    for (const Params* t : {&p_, &s_.m, &s_.v})
+      for_each_tensor(const_cast<Params&>(*t), c_, [&](const TensorSpec&, std::vector<float>& v) { w.floats(v); });
+  }
   w.pod<uint64_t>(fnv1a(w.b.data(), w.b.size()));
   return std::move(w.b);
 }
 
 Result<Trainer> Trainer::from_bytes(std::span<const uint8_t> bytes, unsigned threads) {
+  return from_bytes(bytes, Params{}, threads);
+}
+
+Result<Trainer> Trainer::from_bytes(std::span<const uint8_t> bytes, Params base, unsigned threads) {
   if (bytes.size() < sizeof kMagic + 12 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
     return make_error("not a needle training state (bad magic)");
   uint64_t sum;
@@ -265,7 +342,8 @@ Result<Trainer> Trainer::from_bytes(std::span<const uint8_t> bytes, unsigned thr
   if (fnv1a(bytes.data(), bytes.size() - 8) != sum) return make_error("training state checksum mismatch (corrupt file)");
   Reader r{bytes.first(bytes.size() - 8), sizeof kMagic};
   const uint32_t version = r.pod<uint32_t>();
-  if (version != kVersion) return make_error("training state version {} is not supported (this build reads {})", version, kVersion);
+  if (version != 1 && version != kVersion)
+    return make_error("training state version {} is not supported (this build reads 1 and {})", version, kVersion);
 
   std::vector<std::pair<std::string, ScalarValue>> cfg;
   const uint32_t n_cfg = r.pod<uint32_t>();
@@ -304,15 +382,38 @@ Result<Trainer> Trainer::from_bytes(std::span<const uint8_t> bytes, unsigned thr
   t.step_ = r.pod<int64_t>();
   t.rng_ = r.pod<uint64_t>();
   t.s_.count = r.pod<int64_t>();
-  t.p_.resize(c);
-  t.s_.m.resize(c);
-  t.s_.v.resize(c);
-  for (Params* ps : {&t.p_, &t.s_.m, &t.s_.v})
-    for_each_tensor(*ps, c, [&](const TensorSpec&, std::vector<float>& v) { r.floats(v); });
-  if (!r.ok) return make_error("training state is truncated (tensors)");
-  if (r.pos != r.b.size()) return make_error("training state has {} unexpected trailing bytes", r.b.size() - r.pos);
-  NEEDLE_TRY(check_shapes(t.p_, c));
-  NEEDLE_TRY(check_shapes(t.s_.m, c));
+  const uint8_t mode = version == 1 ? 0 : r.pod<uint8_t>();
+  if (!r.ok) return make_error("training state is truncated (header)");
+  if (mode > 1) return make_error("training state: unknown mode {}", mode);
+  if ((mode == 1) != (o.lora_rank > 0)) return make_error("training state: LoRA mode and options disagree");
+  if (mode == 1) {
+    if (o.lora_rank > c.d_model || !(o.lora_alpha > 0)) return make_error("training state: bad LoRA rank or alpha");
+    const uint64_t fp = r.pod<uint64_t>();
+    for (Lora* l : {&t.lora_, &t.lora_m_, &t.lora_v_}) {
+      *l = zero_lora(c, o.lora_rank, o.lora_alpha);
+      for_each_lora_tensor(*l, c, [&](std::vector<float>& v) { r.floats(v); });
+    }
+    if (!r.ok) return make_error("training state is truncated (adapters)");
+    if (r.pos != r.b.size()) return make_error("training state has {} unexpected trailing bytes", r.b.size() - r.pos);
+    for (Lora* l : {&t.lora_, &t.lora_m_, &t.lora_v_}) NEEDLE_TRY(check_lora(*l, c));
+    if (base.encoder.empty() && base.decoder.empty() && base.embedding.empty())
+      return make_error("a LoRA training state holds no base weights: resume it with the same base model");
+    NEEDLE_TRY(check_shapes(base, c));
+    if (params_fingerprint(base, c) != fp)
+      return make_error("the base model differs from the one this LoRA run started from (fingerprint mismatch)");
+    t.p_ = std::move(base);
+    t.base_fingerprint_ = fp;
+  } else {
+    t.p_.resize(c);
+    t.s_.m.resize(c);
+    t.s_.v.resize(c);
+    for (Params* ps : {&t.p_, &t.s_.m, &t.s_.v})
+      for_each_tensor(*ps, c, [&](const TensorSpec&, std::vector<float>& v) { r.floats(v); });
+    if (!r.ok) return make_error("training state is truncated (tensors)");
+    if (r.pos != r.b.size()) return make_error("training state has {} unexpected trailing bytes", r.b.size() - r.pos);
+    NEEDLE_TRY(check_shapes(t.p_, c));
+    NEEDLE_TRY(check_shapes(t.s_.m, c));
+  }
   t.pool_ = std::make_unique<nk::ThreadPool>(threads);
   t.ws_ = std::make_unique<Workspace>();
   return t;

@@ -8,6 +8,10 @@
 // A step: [fake-quantize kernels on QAT steps] -> text loss (+ clip_weight * CLIP loss when a
 // ClipBatch is given) forward + backward with dropout -> global-norm clip -> Muon / AdamW with
 // the schedule's multiplier -> step += 1.
+//
+// LoRA (TrainOptions::lora_rank > 0): the parameters are the frozen base; the trainer owns
+// adapters (train/lora.h) and trains only them, with AdamW; no gradient or moment exists for
+// the base. merged_params() is the model to export.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -17,6 +21,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "train/grad.h"
+#include "train/lora.h"
 #include "train/optim.h"
 #include "util/result.h"
 
@@ -33,7 +38,10 @@ struct TrainOptions {
   float dropout = 0.1f;     // on each residual branch
   int qat_every = 100;      // every N-th step (step % N == N - 1) runs with INT4 fake-quantized kernels; 0 = never
   float clip_weight = 0.1f; // weight of the CLIP loss in steps given a ClipBatch
-  uint64_t seed = 0;        // dropout RNG seed
+  uint64_t seed = 0;        // dropout RNG seed (and LoRA's A initialization)
+  int lora_rank = 0;        // > 0: train rank-r adapters on the frozen base (AdamW at optim.adam_lr)
+  float lora_alpha = 0;     // adapter scale alpha / rank; 0 = rank (scale 1)
+  bool recompute = false;   // activation checkpointing (PassOptions::recompute); bit-identical results
 };
 
 struct StepStats {
@@ -57,8 +65,12 @@ Params init_params(const Config& c, uint64_t seed);
 class Trainer {
  public:
   // threads counts the caller (0 = hardware concurrency).
+  // With o.lora_rank > 0, p is the frozen base and fresh adapters are made (A from o.seed, B = 0).
   static Result<Trainer> create(const Config& c, Params p, const TrainOptions& o, unsigned threads = 0);
   static Result<Trainer> from_bytes(std::span<const uint8_t> bytes, unsigned threads = 0);
+  // A LoRA state holds no base weights (only their fingerprint): pass the same base again.
+  // For a full fine-tuning state `base` is ignored.
+  static Result<Trainer> from_bytes(std::span<const uint8_t> bytes, Params base, unsigned threads = 0);
 
   Trainer(Trainer&&) noexcept;
   Trainer& operator=(Trainer&&) noexcept;
@@ -69,12 +81,21 @@ class Trainer {
   Result<TextLoss> eval_loss(const TextBatch& batch);
   Result<double> eval_clip_loss(const ClipBatch& batch);
 
-  // Everything a resume needs: config, options, step, RNG, parameters, optimizer moments.
+  // Everything a resume needs: config, options, step, RNG, parameters, optimizer moments
+  // (LoRA: adapters and their moments, and the base's fingerprint instead of the base).
   std::vector<uint8_t> to_bytes() const;
+
+  bool is_lora() const { return o_.lora_rank > 0; }
+  const Lora& lora() const { return lora_; }
+  // The model as trained: params() for full fine-tuning; base + s B A for LoRA.
+  Params merged_params() const;
+  // Frees the activation buffers kept between steps (e.g. before evaluating); the next step
+  // allocates them again.
+  void release_workspace();
 
   const Config& config() const { return c_; }
   const TrainOptions& options() const { return o_; }
-  const Params& params() const { return p_; }
+  const Params& params() const { return p_; }  // LoRA: the frozen base
   const OptimState& optim_state() const { return s_; }
   int64_t step() const { return step_; }
   uint64_t rng_state() const { return rng_; }
@@ -93,7 +114,10 @@ class Trainer {
   uint64_t rng_ = 0;
   std::unique_ptr<nk::ThreadPool> pool_;
   std::unique_ptr<Workspace> ws_;  // activations reused from step to step
-  Params grads_;                   // gradient buffer reused from step to step
+  Params grads_;                   // gradient buffer reused from step to step (full fine-tuning)
+  Lora lora_, lora_m_, lora_v_;    // LoRA: adapters and their AdamW moments
+  Lora lora_g_;                    // LoRA: gradient buffer
+  uint64_t base_fingerprint_ = 0;  // LoRA: params_fingerprint of the base
 };
 
 }  // namespace needle::train
