@@ -27,6 +27,7 @@ using G = NeonGemm<NeonDot>;
 const Kernels kNeon = {
     Isa::neon, "neon", quantize_q8_neon, G::gemv_q4, G::gemm_q4, G::gemv_q8, G::gemm_q8,
     attention_neon, rmsnorm_neon, rope_neon, gated_residual_neon,
+    sgemm_neon, kSgemmNeonMR, kSgemmNeonNR,
 };
 
 }  // namespace

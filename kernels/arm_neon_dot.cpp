@@ -31,6 +31,7 @@ using G = NeonGemm<SdotDot>;
 const Kernels kNeonDot = {
     Isa::neondot, "neondot", quantize_q8_neon, G::gemv_q4, G::gemm_q4, G::gemv_q8, G::gemm_q8,
     attention_neon, rmsnorm_neon, rope_neon, gated_residual_neon,
+    sgemm_neon, kSgemmNeonMR, kSgemmNeonNR,
 };
 
 }  // namespace

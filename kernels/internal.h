@@ -24,12 +24,28 @@ const Kernels& neondot_kernels();
 void exp_neon_for_test(const float* x, float* y, size_t n);
 #endif
 
+// f32 GEMM (Kernels::sgemm): the scalar reference (sgemm_ref.cpp) and the blocked SIMD paths
+// (sgemm_*.cpp over sgemm.h), with their register tiles (rows x columns of C).
+void sgemm_ref(const SgemmArgs& g, size_t i0, size_t i1, size_t j0, size_t j1);
+constexpr size_t kSgemmRefMR = 1, kSgemmRefNR = 16;
+#if defined(__x86_64__) || defined(_M_X64)
+void sgemm_avx2(const SgemmArgs& g, size_t i0, size_t i1, size_t j0, size_t j1);
+void sgemm_avx512(const SgemmArgs& g, size_t i0, size_t i1, size_t j0, size_t j1);
+constexpr size_t kSgemmAvx2MR = 6, kSgemmAvx2NR = 16;
+constexpr size_t kSgemmAvx512MR = 12, kSgemmAvx512NR = 32;
+#endif
+#if defined(__aarch64__)
+void sgemm_neon(const SgemmArgs& g, size_t i0, size_t i1, size_t j0, size_t j1);
+constexpr size_t kSgemmNeonMR = 8, kSgemmNeonNR = 12;
+#endif
+
 // The online-softmax attention over scalar loops (ref.cpp): tests compare block sizes with it.
 void attention_online_scalar(const AttnArgs& a, size_t h0, size_t h1, size_t i0, size_t i1);
 
 // Thread-local scratch floats (defined in ref.cpp, compiled for the baseline ISA: ISA files must
 // not instantiate STL templates, whose copies the linker could share with baseline code).
-// slot < 4; the pointer stays valid until the next call with the same slot on this thread.
+// slot < 6 (0, 1: attention scores, 2: RoPE tables, 3: GEMM activation prep, 4: sgemm packed B);
+// the pointer stays valid until the next call with the same slot on this thread.
 float* scratch_floats(size_t n, int slot);
 
 // Helpers below are compiled into each ISA file separately (internal linkage), for the same reason.

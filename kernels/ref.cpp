@@ -15,7 +15,7 @@ namespace nk {
 namespace detail {
 
 float* scratch_floats(size_t n, int slot) {
-  thread_local std::vector<float> bufs[4];
+  thread_local std::vector<float> bufs[6];
   std::vector<float>& b = bufs[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -163,7 +163,7 @@ void gated_residual_ref(float* x, const float* y, float gate, size_t n) {
 
 const Kernels kRef = {
     Isa::scalar, "scalar", quantize_q8_ref, gemv_q4_ref, gemm_q4_ref, gemv_q8_ref, gemm_q8_ref,
-    attention_ref, rmsnorm_ref, rope_ref, gated_residual_ref,
+    attention_ref, rmsnorm_ref, rope_ref, gated_residual_ref, sgemm_ref, kSgemmRefMR, kSgemmRefNR,
 };
 
 }  // namespace

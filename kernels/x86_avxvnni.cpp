@@ -64,6 +64,7 @@ void gemm_q8(const BlockQ8* w, const BlockQ8* x, float* y, size_t ldy, size_t m,
 const Kernels kVnni = {
     Isa::avxvnni, "avxvnni", quantize_q8_avx2, gemv_q4, gemm_q4, gemv_q8, gemm_q8,
     attention_avx2, rmsnorm_avx2, rope_avx2, gated_residual_avx2,
+    sgemm_avx2, kSgemmAvx2MR, kSgemmAvx2NR,
 };
 
 }  // namespace

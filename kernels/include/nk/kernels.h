@@ -42,6 +42,24 @@ struct AttnArgs {
                              // specialised SIMD kernel, see docs/kernels.md); 0 = 64
 };
 
+// One f32 matrix product (row-major C, any strides for A and B), for sgemm below:
+//   C(i, j) = [C(i, j) +] sum_k A(i, k) B(k, j)        i < m, j < n, k < k
+//   A(i, k) = a[i * a_rs + k * a_cs]    A [m, k] row-major: a_rs = lda, a_cs = 1;
+//                                       A^T of a stored [k, m] matrix: a_rs = 1, a_cs = ld
+//   B(k, j) = b[k * b_rs + j * b_cs]    B [k, n] row-major: b_rs = ldb, b_cs = 1;
+//                                       W^T of a weight W [n, k] (x W^T): b_rs = 1, b_cs = ldw
+//   C(i, j) = c[i * ldc + j]; accumulate: add to C, otherwise overwrite it (C need not be set).
+struct SgemmArgs {
+  size_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  size_t a_rs = 0, a_cs = 1;
+  const float* b = nullptr;
+  size_t b_rs = 0, b_cs = 1;
+  float* c = nullptr;
+  size_t ldc = 0;
+  bool accumulate = false;
+};
+
 struct Kernels {
   Isa isa;
   const char* name;
@@ -77,6 +95,16 @@ struct Kernels {
 
   // x[i] += sigmoid(gate) * y[i].
   void (*gated_residual)(float* x, const float* y, float gate, size_t n);
+
+  // f32 GEMM (SgemmArgs) on the block of C with rows [i0, i1) and columns [j0, j1) only, so
+  // callers can split C across threads. Deterministic: every element is summed in one fixed
+  // order that depends only on k (never on the block, the split or the thread), so a product
+  // computed in pieces equals the whole one bit for bit on a given path. Blocked paths sum k in
+  // chunks of at most 256 (fused multiply-adds in k order), adding each chunk's sum to C; the
+  // scalar reference sums all of k in one accumulator. docs/kernels.md has the error bound.
+  void (*sgemm)(const SgemmArgs& g, size_t i0, size_t i1, size_t j0, size_t j1);
+  // The register tile of sgemm (rows x columns of C): splits of C aligned to it waste nothing.
+  size_t sgemm_mr, sgemm_nr;
 };
 
 // The table chosen once (thread-safe) from CPU features and NEEDLE_ISA.
