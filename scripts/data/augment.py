@@ -12,6 +12,7 @@ Record kinds ("aug" field):
   multi    two single-call queries joined ("... and ...", "... Also, ..."), both tool sets, both calls
 """
 import random
+import re
 
 import common as C
 
@@ -253,8 +254,11 @@ class Augmenter:
     # ---- multi-call ----
     @staticmethod
     def joinable(e):
-        q = e["query"]
-        return (len(e["calls"]) == 1 and "\n" not in q and 10 <= len(q) <= 200 and not q.lower().startswith("user:"))
+        q = e["query"].strip()
+        # one sentence (nothing ends before the last character), no dialogue, not too long
+        inner = re.search(r"[.?!][\s\"')]+\S", q)
+        return (len(e["calls"]) == 1 and "\n" not in q and 10 <= len(q) <= 200 and not inner
+                and not q.lower().startswith(("user:", "hi", "hello", "hey")))
 
     def multi(self, bases, n, tag):
         """n two-call examples from pairs of single-call bases."""

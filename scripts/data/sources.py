@@ -455,3 +455,30 @@ def heldout_queries(root):
                     qs.append(ace_query(r))
                     qs.append(ace_query({"question": r["question"]}))
     return qs
+
+
+def needle_jsonl(path, source="extra"):
+    """A user's own Needle JSONL (query, tools, answers; tools in any form needle-run accepts,
+    tools/answers as values or JSON text), imported like a source so that it is augmented too."""
+    drops = collections.Counter()
+    out = []
+    split = os.path.splitext(os.path.basename(path))[0]
+    with open(path, encoding="utf-8") as f:
+        for n, ln in enumerate(f, 1):
+            if not ln.strip():
+                continue
+            try:
+                r = json.loads(ln)
+                tools = json.loads(r["tools"]) if isinstance(r["tools"], str) else r["tools"]
+                answers = json.loads(r["answers"]) if isinstance(r.get("answers"), str) else r.get("answers")
+                if isinstance(answers, dict):
+                    answers = [answers]
+                canon = [C.canonical_from_any(t) for t in tools]
+                C.parse_tools(tools)
+                calls = [{"name": c["name"], "arguments": c.get("arguments") or {}} for c in answers or []]
+            except (ValueError, KeyError, TypeError, AttributeError, C.ToolError):
+                _add(drops, "line does not parse as a Needle example")
+                continue
+            out.append({"source": source, "split": split, "id": str(r.get("id", f"{split}-{n}")),
+                        "query": r["query"].strip(), "tools": canon, "calls": calls})
+    return out, drops

@@ -21,6 +21,7 @@ class Counter:
     def __init__(self, model):
         self.model = model
         self.cache = {}
+        self.unk_id = 3
         self.byte_ids = set()
         self.vocab = 0
         self.exact = model is not None
@@ -33,9 +34,8 @@ class Counter:
             self.vocab = len(pieces)
             self.byte_ids = {i for i, p in enumerate(pieces) if len(p) == 6 and p.startswith("<0x") and p.endswith(">")}
             self.unk_id = pieces.index("<unk>") if "<unk>" in pieces else 3
-        self.byte_tokens = 0
-        self.unk_tokens = 0
-        self.tokens_seen = 0
+        self.bytes = {}  # text -> byte-fallback tokens in it
+        self.unks = {}
 
     def prime(self, texts):
         """Counts every text not cached yet in one spm_encode run."""
@@ -66,21 +66,29 @@ class Counter:
         finally:
             os.unlink(path)
         out = res.stdout.split("\n")
-        counts = [0] * len(todo)
-        for i, t in enumerate(todo):
-            counts[i] = t.count("\n")  # each newline is one byte-fallback token
+        counts = [t.count("\n") for t in todo]  # each newline is one byte-fallback token
+        nbytes = list(counts)
+        nunk = [0] * len(todo)
         for k, o in enumerate(owner):
             ids = out[k].split() if k < len(out) else []
             counts[o] += len(ids)
             for x in ids:
                 x = int(x)
                 if x in self.byte_ids:
-                    self.byte_tokens += 1
+                    nbytes[o] += 1
                 elif x == self.unk_id:
-                    self.unk_tokens += 1
-            self.tokens_seen += len(ids)
-        for t, c in zip(todo, counts):
-            self.cache[t] = c
+                    nunk[o] += 1
+        for i, t in enumerate(todo):
+            self.cache[t] = counts[i]
+            self.bytes[t] = nbytes[i]
+            self.unks[t] = nunk[i]
+
+    def coverage(self, texts):
+        """(tokens, byte-fallback tokens, unk tokens) over the distinct texts given."""
+        ts = set(texts)
+        self.prime(ts)
+        return (sum(self.cache[t] for t in ts), sum(self.bytes.get(t, 0) for t in ts),
+                sum(self.unks.get(t, 0) for t in ts))
 
     def count(self, text):
         if text not in self.cache:
