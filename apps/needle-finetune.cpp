@@ -1,6 +1,7 @@
 // needle-finetune: fine-tune (or pretrain, --init random) on a Needle JSONL file on the CPU,
 // following the original recipe: per-tool split, base evaluation, training with validation
 // every epoch keeping the best checkpoint, final evaluation, BASE_EVAL / FINETUNED_EVAL lines.
+// --lora RANK trains low-rank adapters on the frozen base instead and merges them at export.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -18,7 +19,9 @@
 #include "io/file.h"
 #include "io/pickle.h"
 #include "model/model_io.h"
+#include "model/engine.h"
 #include "train/finetune_data.h"
+#include "train/lora.h"
 #include "train/trainer.h"
 
 using namespace needle;
@@ -31,22 +34,41 @@ extern "C" void on_signal(int sig) { g_signal = sig; }
 
 struct Opts {
   std::string data, out, export_pkl, init = "model", config_path, tokenizer_path, checkpoint_dir, resume, log_jsonl;
-  std::string type = "int4", optimizer = "muon";
+  std::string type = "int4", optimizer = "muon", recompute = "auto";
   int epochs = 3, batch = 16, warmup_pct = 5, per_tool = 10, checkpoint_every = 100, qat_every = 100;
-  float lr = 3e-5f, muon_lr = 0.02f, dropout = 0.1f, contrastive_weight = 0.0f;
+  int lora = 0;
+  float lr = 3e-5f, muon_lr = 0.02f, dropout = 0.1f, contrastive_weight = 0.0f, lora_alpha = 0.0f;
   size_t max_enc_len = 1024, max_dec_len = 512;
   uint64_t seed = 0;
   bool no_eval = false;
 };
 
-// Generates on `idx` and scores with the reference metrics (examples without calls skipped,
-// as the original's evaluation does).
-Result<eval::MetricsReport> evaluate(const Params& p, const Config& c, const text::Tokenizer& tok,
-                                     const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
-                                     unsigned threads) {
+constexpr float kLoraDefaultLr = 1e-3f;
+
+// An in-memory f32 model from parameters that are not needed afterwards: each copy is freed as
+// soon as the next exists (parameters -> encoded tensors -> file bytes), so the peak is two
+// copies, not three (memory_model keeps its input alive).
+Result<std::unique_ptr<MemoryModel>> consume_into_memory_model(Params p, const Config& c) {
   WriteOptions wo;
   wo.type = WeightType::F32;
-  NEEDLE_ASSIGN(auto mm, memory_model(p, c, wo));
+  auto mm = std::make_unique<MemoryModel>();
+  {
+    NEEDLE_ASSIGN(NeedleWriter w, build_needle(p, c, wo));
+    p = Params{};  // frees the parameters
+    mm->bytes = w.serialize();
+  }
+  NEEDLE_ASSIGN(NeedleFile f, NeedleFile::parse(mm->bytes, /*verify_data=*/true));
+  NEEDLE_ASSIGN(mm->model, model_from_file(std::move(f)));
+  NEEDLE_ASSIGN(mm->weights, prepare_weights(mm->model));
+  return mm;
+}
+
+// Generates on `idx` and scores with the reference metrics (examples without calls skipped,
+// as the original's evaluation does). Takes the parameters by value (see above).
+Result<eval::MetricsReport> evaluate(Params p, const Config& c, const text::Tokenizer& tok,
+                                     const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
+                                     unsigned threads) {
+  NEEDLE_ASSIGN(auto mm, consume_into_memory_model(std::move(p), c));
   std::vector<std::string> preds(idx.size());
   std::vector<std::string> errors(idx.size());
   std::atomic<size_t> next{0};
@@ -112,7 +134,7 @@ Status save_checkpoint(const std::string& dir, const train::Trainer& t, const Pr
   return w.write(dir + "/checkpoint.needle");
 }
 
-Result<std::pair<train::Trainer, Progress>> load_checkpoint(const std::string& dir, unsigned threads) {
+Result<std::pair<train::Trainer, Progress>> load_checkpoint(const std::string& dir, Params base, unsigned threads) {
   NEEDLE_ASSIGN(NeedleFile f, NeedleFile::open(dir + "/checkpoint.needle", true));
   auto bytes = [&](const char* k) -> Result<const MetaBytes*> {
     auto* v = f.meta(k);
@@ -125,7 +147,7 @@ Result<std::pair<train::Trainer, Progress>> load_checkpoint(const std::string& d
     return std::get<int64_t>(*v);
   };
   NEEDLE_ASSIGN(const MetaBytes* tb, bytes("ckpt.trainer"));
-  NEEDLE_ASSIGN(train::Trainer t, train::Trainer::from_bytes(*tb, threads));
+  NEEDLE_ASSIGN(train::Trainer t, train::Trainer::from_bytes(*tb, std::move(base), threads));
   Progress pr;
   NEEDLE_ASSIGN(pr.epoch, i64("ckpt.epoch"));
   NEEDLE_ASSIGN(pr.batch, i64("ckpt.batch"));
@@ -166,11 +188,16 @@ int main(int argc, char** argv) {
       "needle-finetune: fine-tune a Needle model on a JSONL file on the CPU.\n\n"
       "  needle-finetune DATA.jsonl [-m BASE.needle] -o OUT.needle [--epochs 3] [--batch-size 16]\n"
       "  needle-finetune DATA.jsonl --init random --config CONFIG.json --tokenizer needle.model -o OUT.needle\n"
-      "  needle-finetune DATA.jsonl -m BASE.needle -o OUT.needle --checkpoint-dir ckpt   (then --resume ckpt)\n\n"
+      "  needle-finetune DATA.jsonl -m BASE.needle -o OUT.needle --checkpoint-dir ckpt   (then --resume ckpt)\n"
+      "  needle-finetune DATA.jsonl -m BASE.needle -o OUT.needle --lora 8 [--lora-alpha 16]   (low-rank adapters)\n\n"
       "Recipe (as the original): split per primary tool (10 test, 10 val, rest train); evaluate the base on test;\n"
       "train, validating every epoch (loss and call F1) and keeping the best; evaluate the best on test;\n"
       "print BASE_EVAL:{json} and FINETUNED_EVAL:{json}; write OUT (INT4 by default).\n"
-      "SIGINT/SIGTERM save a checkpoint (with --checkpoint-dir) and exit; --resume continues bit-identically.",
+      "SIGINT/SIGTERM save a checkpoint (with --checkpoint-dir) and exit; --resume continues bit-identically.\n"
+      "LoRA (--lora RANK): the base stays frozen; rank-RANK adapters W + (alpha/RANK) B A on every attention\n"
+      "q/k/v/out projection are trained with AdamW (--lr, default 1e-3 with --lora) and merged into the kernels\n"
+      "at export, so OUT is an ordinary model. Far less memory (no gradients or moments for the base,\n"
+      "activations recomputed) and cheaper steps; --resume needs the same -m BASE.",
       kTool};
   app::CommonOptions common;
   app::add_common_options(app, common);
@@ -186,7 +213,7 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer", o.tokenizer_path, "SentencePiece model (default: the base model's)");
   app.add_option("--epochs", o.epochs, "Epochs (default 3)")->check(CLI::Range(1, 100000));
   app.add_option("--batch-size", o.batch, "Examples per step (default 16)")->check(CLI::Range(1, 4096));
-  app.add_option("--lr", o.lr, "AdamW peak learning rate (default 3e-5)");
+  app.add_option("--lr", o.lr, "AdamW peak learning rate (default 3e-5; 1e-3 for the adapters with --lora)");
   app.add_option("--muon-lr", o.muon_lr, "Muon peak learning rate for 2-D kernels (default 0.02)");
   app.add_option("--optimizer", o.optimizer, "muon (default: Muon on kernels, AdamW on the rest) or adamw")
       ->check(CLI::IsMember({"muon", "adamw"}));
@@ -204,10 +231,21 @@ int main(int argc, char** argv) {
   app.add_option("--resume", o.resume, "Continue the run saved in this checkpoint directory");
   app.add_option("--log-jsonl", o.log_jsonl, "Append one JSON line of metrics per step to this file");
   app.add_flag("--no-eval", o.no_eval, "Skip the base and final generation evaluations");
+  app.add_option("--lora", o.lora, "Train rank-RANK LoRA adapters on the frozen base (attention q/k/v/out projections)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--lora-alpha", o.lora_alpha, "LoRA scale numerator: W + (alpha/rank) B A (default: alpha = rank)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--recompute", o.recompute,
+                 "Recompute activations in the backward (less memory, ~1/3 more compute): auto (on with --lora), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   if (int rc = app::parse(app, argc, argv); rc >= 0) return rc;
   app::init_logging(common);
   const unsigned threads = (unsigned)app::resolved_threads(common);
   if (!o.resume.empty() && o.checkpoint_dir.empty()) o.checkpoint_dir = o.resume;
+  if (o.lora > 0 && app.count("--optimizer") && o.optimizer == "muon")
+    return app::fail(kTool, "--lora trains its adapters with AdamW; --optimizer muon does not apply");
+  if (o.lora == 0 && app.count("--lora-alpha")) return app::fail(kTool, "--lora-alpha needs --lora RANK");
+  if (o.lora > 0 && !app.count("--lr")) o.lr = kLoraDefaultLr;
 
   // Model and tokenizer.
   Config cfg;
@@ -243,6 +281,9 @@ int main(int argc, char** argv) {
   if (tok->vocab_size() != cfg.vocab_size)
     return app::fail(kTool, fmt::format("tokenizer has {} pieces, the model's vocabulary is {}", tok->vocab_size(), cfg.vocab_size));
 
+  if (o.lora > cfg.d_model)
+    return app::fail(kTool, fmt::format("--lora {} is larger than the model's d_model ({})", o.lora, cfg.d_model));
+
   // Data.
   train::LoadReport rep;
   train::SeqLimits lim{o.max_enc_len, o.max_dec_len};
@@ -259,10 +300,18 @@ int main(int argc, char** argv) {
   spdlog::info("{} examples: {} train, {} val, {} test ({} lines skipped)", examples.size(), split.train.size(),
                split.val.size(), split.test.size(), rep.skipped.size());
 
+  // Base evaluation (before the trainer takes the parameters: no second copy of the model).
+  if (!o.no_eval && o.resume.empty() && !split.test.empty()) {
+    auto base_eval = evaluate(params, cfg, *tok, examples, split.test, threads);
+    if (!base_eval) return app::fail(kTool, base_eval.message(), app::kRuntimeError);
+    fmt::print("BASE_EVAL:{}\n", json::dump_compact(eval_json(*base_eval)));
+    std::fflush(stdout);
+  }
+
   // Trainer (fresh or resumed).
   const int64_t steps_per_epoch = (int64_t)(split.train.size() / (size_t)o.batch);
   train::TrainOptions to;
-  to.optim.muon = o.optimizer == "muon";
+  to.optim.muon = o.lora == 0 && o.optimizer == "muon";
   to.optim.adam_lr = o.lr;
   to.optim.muon_lr = o.muon_lr;
   to.schedule.total_steps = steps_per_epoch * o.epochs;
@@ -271,25 +320,30 @@ int main(int argc, char** argv) {
   to.qat_every = o.qat_every;
   to.clip_weight = o.contrastive_weight;
   to.seed = o.seed;
+  to.lora_rank = o.lora;
+  to.lora_alpha = o.lora_alpha;
+  to.recompute = o.recompute == "on" || (o.recompute == "auto" && o.lora > 0);
   Progress pr;
   std::optional<train::Trainer> trainer;
   if (!o.resume.empty()) {
-    auto r = load_checkpoint(o.resume, threads);
+    // A LoRA checkpoint holds the adapters and the base's fingerprint, not the base: the base
+    // loaded above (the same -m) goes back in.
+    auto r = load_checkpoint(o.resume, std::move(params), threads);
     if (!r) return app::fail(kTool, fmt::format("cannot resume from {}: {}", o.resume, r.message()));
     trainer.emplace(std::move(r->first));
     pr = std::move(r->second);
     spdlog::info("resumed from {} at epoch {}, batch {} (step {})", o.resume, pr.epoch, pr.batch, trainer->step());
   } else {
-    auto t = train::Trainer::create(cfg, params, to, threads);
+    auto t = train::Trainer::create(cfg, std::move(params), to, threads);
     if (!t) return app::fail(kTool, t.message());
     trainer.emplace(std::move(t).value());
   }
-
-  if (!o.no_eval && o.resume.empty() && !split.test.empty()) {
-    auto base_eval = evaluate(params, cfg, *tok, examples, split.test, threads);
-    if (!base_eval) return app::fail(kTool, base_eval.message(), app::kRuntimeError);
-    fmt::print("BASE_EVAL:{}\n", json::dump_compact(eval_json(*base_eval)));
-    std::fflush(stdout);
+  params = Params{};
+  if (trainer->is_lora()) {
+    const auto& l = trainer->lora();
+    const int64_t n = train::lora_param_count(l), total = param_count(cfg);
+    spdlog::info("LoRA rank {}, alpha {} (scale {}): {} trainable parameters ({:.2f}% of {}), base frozen", l.rank,
+                 l.alpha, l.scale(), n, 100.0 * (double)n / (double)total, total);
   }
 
   std::signal(SIGINT, on_signal);
@@ -347,12 +401,15 @@ int main(int argc, char** argv) {
         }
       }
     }
-    // Validation: loss and call F1; keep the best (F1, then lower loss).
+    // Validation: loss and call F1; keep the best (F1, then lower loss). The activation buffers
+    // are freed first (the next step allocates them again), so evaluation does not add to them.
+    trainer->release_workspace();
     auto vl = split.val.empty() ? Result<double>(0.0) : val_loss(*trainer, examples, split.val, o.batch);
     if (!vl) return app::fail(kTool, vl.message(), app::kRuntimeError);
+    trainer->release_workspace();
     double f1 = 0;
     if (!o.no_eval && !split.val.empty()) {
-      auto ve = evaluate(trainer->params(), cfg, *tok, examples, split.val, threads);
+      auto ve = evaluate(trainer->merged_params(), cfg, *tok, examples, split.val, threads);
       if (!ve) return app::fail(kTool, ve.message(), app::kRuntimeError);
       f1 = ve->call_f1;
     }
@@ -361,11 +418,15 @@ int main(int argc, char** argv) {
     if (score > pr.best_score || pr.best.empty()) {
       pr.best_score = score;
       pr.best_epoch = pr.epoch;
-      WriteOptions wo;
-      wo.type = WeightType::F32;
-      auto w = build_needle(trainer->params(), cfg, wo);
-      if (!w) return app::fail(kTool, w.message(), app::kRuntimeError);
-      pr.best = w->serialize();
+      if (trainer->is_lora()) {
+        pr.best = train::lora_to_bytes(trainer->lora(), cfg);  // the adapters only: kilobytes, not the model
+      } else {
+        WriteOptions wo;
+        wo.type = WeightType::F32;
+        auto w = build_needle(trainer->params(), cfg, wo);
+        if (!w) return app::fail(kTool, w.message(), app::kRuntimeError);
+        pr.best = w->serialize();
+      }
     }
     ++pr.epoch;
     pr.batch = 0;
@@ -375,16 +436,29 @@ int main(int argc, char** argv) {
   bar.finish();
   if (log) std::fclose(log);
 
-  // The best parameters.
-  auto bestf = NeedleFile::parse(pr.best);
-  if (!bestf) return app::fail(kTool, bestf.message(), app::kRuntimeError);
-  auto bestm = model_from_file(std::move(bestf).value());
-  if (!bestm) return app::fail(kTool, bestm.message(), app::kRuntimeError);
-  auto best = to_params(*bestm);
-  if (!best) return app::fail(kTool, best.message(), app::kRuntimeError);
+  // The best parameters (LoRA: the base with the best adapters merged into its kernels). The
+  // trainer is not needed any more: free it before building the output.
+  Params best;
+  if (trainer->is_lora()) {
+    auto l = train::lora_from_bytes(pr.best, cfg);
+    if (!l) return app::fail(kTool, l.message(), app::kRuntimeError);
+    best = trainer->params();
+    trainer.reset();
+    train::merge_lora(best, *l, cfg);
+  } else {
+    trainer.reset();
+    auto bestf = NeedleFile::parse(pr.best);
+    if (!bestf) return app::fail(kTool, bestf.message(), app::kRuntimeError);
+    auto bestm = model_from_file(std::move(bestf).value());
+    if (!bestm) return app::fail(kTool, bestm.message(), app::kRuntimeError);
+    auto b = to_params(*bestm);
+    if (!b) return app::fail(kTool, b.message(), app::kRuntimeError);
+    best = std::move(b).value();
+  }
+  pr.best = {};
   spdlog::info("best epoch {}", pr.best_epoch + 1);
   if (!o.no_eval && !split.test.empty()) {
-    auto fe = evaluate(*best, cfg, *tok, examples, split.test, threads);
+    auto fe = evaluate(best, cfg, *tok, examples, split.test, threads);
     if (!fe) return app::fail(kTool, fe.message(), app::kRuntimeError);
     fmt::print("FINETUNED_EVAL:{}\n", json::dump_compact(eval_json(*fe)));
   }
@@ -392,10 +466,10 @@ int main(int argc, char** argv) {
   wo.type = *weight_type_from_name(o.type);
   wo.tokenizer = tok_bytes;
   wo.source = "needle-finetune " + o.data;
-  if (auto st = save_needle(o.out, *best, cfg, wo); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
+  if (auto st = save_needle(o.out, best, cfg, wo); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
   spdlog::info("wrote {}", o.out);
   if (!o.export_pkl.empty()) {
-    auto bytes = write_pickle_checkpoint(params_to_pickle(*best, cfg));
+    auto bytes = write_pickle_checkpoint(params_to_pickle(best, cfg));
     if (!bytes) return app::fail(kTool, bytes.message(), app::kRuntimeError);
     if (auto st = write_file_atomic(o.export_pkl, *bytes); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
   }

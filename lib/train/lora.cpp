@@ -94,6 +94,57 @@ void merge_lora(Params& p, const Lora& l, const Config& c) {
   });
 }
 
+namespace {
+constexpr char kLoraMagic[8] = {'N', 'D', 'L', 'L', 'O', 'R', 'A', '1'};
+}
+
+std::vector<uint8_t> lora_to_bytes(const Lora& l, const Config& c) {
+  // Sized once, then filled with memcpy (vector::insert trips GCC 12's -Warray-bounds here).
+  std::vector<uint8_t> out(16 + (size_t)lora_param_count(l) * 4);
+  const int32_t rank = l.rank;
+  std::memcpy(out.data(), kLoraMagic, 8);
+  std::memcpy(out.data() + 8, &rank, 4);
+  std::memcpy(out.data() + 12, &l.alpha, 4);
+  size_t pos = 16;
+  auto put = [&](const std::vector<float>& v) {
+    if (v.empty()) return;
+    std::memcpy(out.data() + pos, v.data(), v.size() * 4);
+    pos += v.size() * 4;
+  };
+  for_each_adapter(const_cast<Lora&>(l), c, [&](const LoraSpec&, LoraPair& p) {
+    put(p.a);
+    put(p.b);
+  });
+  return out;
+}
+
+Result<Lora> lora_from_bytes(std::span<const uint8_t> bytes, const Config& c) {
+  if (bytes.size() < 16 || std::memcmp(bytes.data(), kLoraMagic, 8) != 0) return make_error("not LoRA adapter bytes");
+  int32_t rank;
+  float alpha;
+  std::memcpy(&rank, bytes.data() + 8, 4);
+  std::memcpy(&alpha, bytes.data() + 12, 4);
+  if (rank <= 0 || rank > c.d_model || !(alpha > 0)) return make_error("LoRA adapter bytes: bad rank {} or alpha {}", rank, alpha);
+  Lora l = zero_lora(c, rank, alpha);
+  size_t pos = 16;
+  bool ok = true;
+  auto take = [&](std::vector<float>& v) {
+    const size_t n = v.size() * 4;
+    if (!ok || n > bytes.size() - pos) {
+      ok = false;
+      return;
+    }
+    if (n) std::memcpy(v.data(), bytes.data() + pos, n);
+    pos += n;
+  };
+  for_each_adapter(l, c, [&](const LoraSpec&, LoraPair& p) {
+    take(p.a);
+    take(p.b);
+  });
+  if (!ok || pos != bytes.size()) return make_error("LoRA adapter bytes do not match the config's shapes");
+  return l;
+}
+
 uint64_t params_fingerprint(const Params& p, const Config& c) {
   // FNV-1a over 64-bit words (each tensor's length, then its bits), a multiply-xorshift at the end.
   uint64_t h = 0xcbf29ce484222325ull;

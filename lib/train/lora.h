@@ -9,6 +9,7 @@
 // the adapters themselves, their initialization and the merge used by the export and by QAT.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,10 @@ int64_t lora_param_count(const Lora& l);
 void merged_kernel(float* dst, const float* w, const LoraPair& p, int out, int in, int rank, float s);
 // W += s B A for every adapted kernel of p (in place).
 void merge_lora(Params& p, const Lora& l, const Config& c);
+
+// The adapters as bytes (magic, rank, alpha, every A and B; for keeping a best snapshot) and back.
+std::vector<uint8_t> lora_to_bytes(const Lora& l, const Config& c);
+Result<Lora> lora_from_bytes(std::span<const uint8_t> bytes, const Config& c);
 
 // A 64-bit fingerprint of every parameter's bits (a LoRA checkpoint records its base's).
 uint64_t params_fingerprint(const Params& p, const Config& c);
