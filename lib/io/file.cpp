@@ -89,26 +89,50 @@ Result<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes
   return buf;
 }
 
-Status write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return make_error("cannot create '{}': {}", tmp, std::strerror(errno));
+namespace {
+
+// Writes all of `bytes` to fd and fsyncs it. 0 or an errno; fd stays open.
+int write_and_sync(int fd, std::span<const uint8_t> bytes) {
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int e = w < 0 ? errno : ENOSPC;
+    if (w <= 0) return w < 0 ? errno : ENOSPC;
+    done += (size_t)w;
+  }
+  return ::fsync(fd) != 0 ? errno : 0;
+}
+
+}  // namespace
+
+Status write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  // The bytes first go to an unnamed file in the target's directory (O_TMPFILE), so that a
+  // process killed while writing or syncing leaves nothing behind; only the complete, synced
+  // file is linked under the temporary name, just before the rename. Where that is not
+  // possible (no O_TMPFILE in the file system, no /proc), a named temporary file is written.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  bool named = false;
+  if (int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644); fd >= 0) {
+    if (int e = write_and_sync(fd, bytes); e != 0) {
       ::close(fd);
+      return make_error("cannot write '{}': {}", path, std::strerror(e));
+    }
+    ::unlink(tmp.c_str());  // a leftover of an earlier process that had our pid
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    named = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0;
+    ::close(fd);
+  }
+  if (!named) {
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return make_error("cannot create '{}': {}", tmp, std::strerror(errno));
+    int e = write_and_sync(fd, bytes);
+    if (::close(fd) != 0 && e == 0) e = errno;
+    if (e != 0) {
       ::unlink(tmp.c_str());
       return make_error("cannot write '{}': {}", path, std::strerror(e));
     }
-    done += (size_t)w;
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    return make_error("cannot write '{}': {}", path, std::strerror(e));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;

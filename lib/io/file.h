@@ -1,5 +1,6 @@
 // File helpers: read-only memory maps, whole-file reads with limits, and atomic writes
-// (temp name in the same directory, fsync, rename) so no output is ever half-written.
+// (unnamed temporary file in the same directory, fsync, rename) so no output is ever
+// half-written.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -34,8 +35,11 @@ class MappedFile {
 // Reads a whole regular file (at most max_bytes).
 Result<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes = size_t(1) << 32);
 
-// Writes `bytes` to `path` atomically: path.tmp.<pid> then fsync and rename. On any error
-// the temporary file is removed and the previous `path` (if any) is left untouched.
+// Writes `bytes` to `path` atomically: an unnamed file in the same directory (O_TMPFILE),
+// fsync, linked as path.tmp.<pid>, then renamed (a named path.tmp.<pid> from the start where
+// O_TMPFILE is unavailable). On any error the temporary file is removed and the previous
+// `path` (if any) is left untouched; a process killed (SIGKILL) while writing or syncing
+// leaves no temporary file.
 Status write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
 
 }  // namespace needle
