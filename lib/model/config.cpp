@@ -42,6 +42,16 @@ Status Config::validate() const {
   if (!no_feedforward) return make_error("config has no_feedforward=False; only the attention-only model is supported");
   if (!(rope_theta > 0) || !std::isfinite(rope_theta)) return make_error("rope_theta must be positive");
   if (vocab_size < 6) return make_error("vocab_size {} is too small for the special tokens", vocab_size);
+  // Each size is bounded above, but their product is not: a config alone (needle-finetune
+  // --init random --config) must not ask for terabytes. An upper estimate of the parameter
+  // count (embedding, attention per layer, contrastive head), in double so it cannot overflow.
+  const double d = d_model, kv = (double)num_kv_heads * head_dim();
+  const double per_layer = 2 * d * d + 2 * kv * d + 4 * d;
+  const double params = (double)vocab_size * d + (num_encoder_layers + 2.0 * num_decoder_layers) * per_layer +
+                        d * (d / 4) + (double)contrastive_dim * (d / 4);
+  if (params > kMaxParams)
+    return make_error("config is implausibly large: about {:.3g} parameters (at most {:.3g}; the released model has 2.6e7)",
+                      params, kMaxParams);
   return Status::ok();
 }
 

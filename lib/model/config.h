@@ -30,8 +30,10 @@ struct Config {
   int kv_dim() const { return num_kv_heads * head_dim(); }
   int hidden_dim() const { return d_model / 4; }  // contrastive hidden width
 
-  // Checks the shape is one this implementation can run (divisibility, positivity).
+  // Checks the shape is one this implementation can run (divisibility, positivity, and at
+  // most kMaxParams parameters).
   Status validate() const;
+  static constexpr double kMaxParams = double(int64_t(1) << 31);
 
   // From a pickle's config dict; missing keys take the reference defaults.
   static Result<Config> from_pickle(const std::vector<std::pair<std::string, ScalarValue>>& dict);
