@@ -2,8 +2,7 @@
 
 #include <sentencepiece_processor.h>
 
-#include <fstream>
-#include <sstream>
+#include "io/file.h"
 
 namespace needle::text {
 
@@ -91,11 +90,11 @@ Result<Tokenizer> Tokenizer::from_bytes(std::span<const uint8_t> bytes) {
 }
 
 Result<Tokenizer> Tokenizer::from_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return make_error("tokenizer: cannot open {}", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  auto r = from_bytes(std::string_view(ss.str()));
+  // read_file rejects directories and other non-files by name (an ifstream "opens" a
+  // directory and reads nothing) and bounds the size: SentencePiece models are a few MB.
+  auto bytes = read_file(path, size_t(64) << 20);
+  if (!bytes) return make_error("tokenizer: {}", bytes.message());
+  auto r = from_bytes(std::span<const uint8_t>(*bytes));
   if (!r) return make_error("{} ({})", r.message(), path);
   return r;
 }
