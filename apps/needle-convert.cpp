@@ -10,6 +10,7 @@
 #include "io/pickle.h"
 #include "model/model_io.h"
 #include "text/json.h"
+#include "text/tokenizer.h"
 
 using namespace needle;
 
@@ -146,12 +147,23 @@ int main(int argc, char** argv) {
     auto tok = read_file(tokenizer_path, 64u << 20);
     if (!tok) return app::fail(kTool, tok.message());
     wo.tokenizer = std::move(tok).value();
+    if (wo.tokenizer.empty()) return app::fail(kTool, fmt::format("--tokenizer {}: the file is empty", tokenizer_path));
   }
   auto in = read_any(input, &wo.tokenizer);
   if (!in) return app::fail(kTool, in.message());
   auto& [params, cfg] = *in;
 
   if (!output.empty()) {
+    // A tokenizer that would not load, or does not fit the vocabulary, would make the output
+    // unusable by every other tool: refuse it now rather than write it.
+    if (!wo.tokenizer.empty()) {
+      const std::string from = tokenizer_path.empty() ? input + ": embedded tokenizer" : "--tokenizer " + tokenizer_path;
+      auto tok = text::Tokenizer::from_bytes(std::span<const uint8_t>(wo.tokenizer));
+      if (!tok) return app::fail(kTool, fmt::format("{}: {}", from, tok.message()));
+      if (tok->vocab_size() != cfg.vocab_size)
+        return app::fail(kTool, fmt::format("{}: tokenizer has {} pieces but the model's vocabulary is {}", from,
+                                            tok->vocab_size(), cfg.vocab_size));
+    }
     wo.type = *weight_type_from_name(type_name);
     wo.source = input;
     if (auto st = save_needle(output, params, cfg, wo); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
