@@ -51,8 +51,12 @@ struct Options {
   uint64_t seed = 0;
 };
 
+// The first skipped line's reason, so that "no valid examples" names the problem even with -q.
+std::string g_first_skip;
+
 void report_line_error(size_t& skipped, size_t line_no, const std::string& msg) {
   spdlog::warn("line {}: {} (skipped)", line_no, msg);
+  if (g_first_skip.empty()) g_first_skip = fmt::format("line {}: {}", line_no, msg);
   ++skipped;
 }
 
@@ -85,6 +89,11 @@ Result<std::vector<Item>> read_bfcl(const Options& o, size_t& skipped, std::map<
     std::vector<eval::BfclLineError> errs;
     NEEDLE_ASSIGN(answers, eval::load_bfcl_answers(o.answers, &errs));
     for (auto& e : errs) spdlog::warn("{}: line {}: {} (skipped)", o.answers, e.line_no, e.message);
+    // An answers file without one usable answer would score every example as wrong.
+    if (answers.empty())
+      return errs.empty() ? make_error("{}: no answers (the file holds no answer line)", o.answers)
+                          : make_error("{}: no valid answers ({} skipped; first line {}: {})", o.answers, errs.size(),
+                                       errs[0].line_no, errs[0].message);
   }
   const std::string fallback = eval::bfcl_category_from_filename(o.data);
   NEEDLE_ASSIGN(auto reader, eval::JsonlReader::open(o.data));
@@ -193,7 +202,9 @@ int main(int argc, char** argv) {
   std::vector<Item> items = std::move(items_r).value();
   if (o.shuffle) std::shuffle(items.begin(), items.end(), std::mt19937_64(o.seed));
   if (o.limit && items.size() > o.limit) items.resize(o.limit);
-  if (items.empty()) return app::fail(kTool, fmt::format("{}: no valid examples ({} skipped)", o.data, skipped));
+  if (items.empty())
+    return app::fail(kTool, skipped ? fmt::format("{}: no valid examples ({} skipped; first {})", o.data, skipped, g_first_skip)
+                                    : fmt::format("{}: no valid examples (the file holds no example)", o.data));
 
 
   GenerateOptions gopt;
