@@ -97,8 +97,11 @@ int run_jsonl(Generator& gen, const GenerateOptions& opt, const std::string& def
   jo.max_line_bytes = kMaxToolsBytes;
   auto reader = eval::JsonlReader::open("-", jo);
   if (!reader) return app::fail(kTool, reader.message());
-  auto error_line = [](size_t line_no, const std::string& msg) {
+  // A request's "id" (any JSON value) is copied to the front of its result or error, so that
+  // callers with several requests in flight (several writers on one pipe) can match them.
+  auto error_line = [](size_t line_no, const std::string& msg, const json::Value* id = nullptr) {
     auto o = json::Value::make_object();
+    if (id) o.set("id", *id);
     o.set("error", json::Value::from_string(fmt::format("line {}: {}", line_no, msg)));
     print_line(json::dump_compact(o));
   };
@@ -130,11 +133,19 @@ int run_jsonl(Generator& gen, const GenerateOptions& opt, const std::string& def
       warn_truncated(g);
       return jsonl_result(g);
     };
+    const json::Value* id = line.value.is_object() ? line.value.find("id") : nullptr;
     auto r = process();
     if (r) {
-      print_line(json::dump_compact(*r));
+      if (id) {
+        auto o = json::Value::make_object();
+        o.set("id", *id);
+        for (auto& [k, v] : r->object) o.set(k, v);
+        print_line(json::dump_compact(o));
+      } else {
+        print_line(json::dump_compact(*r));
+      }
     } else {
-      error_line(line.line_no, r.message());
+      error_line(line.line_no, r.message(), id);
       ++bad;
     }
   }
@@ -167,7 +178,8 @@ int main(int argc, char** argv) {
       "  needle-run --jsonl < requests.jsonl      (one {\"query\",\"tools\"} object per line)\n\n"
       "Output: one line of JSON, the list of calls [{\"name\":...,\"arguments\":{...}}] (empty: no call).\n"
       "With --jsonl: one line per input line, in order, flushed at once:\n"
-      "  {\"calls\":[...],\"text\":\"<raw model text>\",\"tokens\":n,\"ms\":t}, or {\"error\":\"line N: ...\"}.\n"
+      "  {\"calls\":[...],\"text\":\"<raw model text>\",\"tokens\":n,\"ms\":t}, or {\"error\":\"line N: ...\"};\n"
+      "  a request's \"id\" (any JSON value) is copied to the front of its result or error.\n"
       "Tools may be in Needle's flat form, OpenAI/JSON-Schema form or BFCL form (docs/tools.md).",
       kTool};
   app::CommonOptions common;
