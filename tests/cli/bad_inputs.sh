@@ -171,6 +171,13 @@ for s in run-m eval-m finetune-m bench-m info verify convert tools eval-data bfc
   invoke "$s" "$TMP/adir" "directory" "a directory"
   invoke "$s" "$TMP/missing" "cannot open|No such file" "a missing file"
 done
+# A tokenizer of another vocabulary (the e2e fixture's 2,000 pieces for the 1,000-piece model).
+if [ -n "$SHARED" ] && [ -f "$SHARED/e2e/e2e_tok.model" ]; then
+  invoke convert-tok "$SHARED/e2e/e2e_tok.model" "tokenizer has 2000 pieces but the model's vocabulary is 1000" "e2e_tok.model"
+  invoke run-tok "$SHARED/e2e/e2e_tok.model" "tokenizer has 2000 pieces" "e2e_tok.model"
+else
+  echo "note: shared fixtures absent; the vocabulary mismatch case was not run"
+fi
 # A directory as the output file: an I/O failure (exit 1), one line, the directory untouched,
 # no temporary file.
 mkdir -p "$TMP/odir/out.needle"
