@@ -1,129 +1,120 @@
 #include "train/matmul.h"
 
 #include <algorithm>
-#include <cstring>
-#include <vector>
+#include <numeric>
 
+#include "nk/kernels.h"
 #include "nk/threadpool.h"
 
-// The GEMM below is plain C++ that the compiler vectorizes. On x86-64 it is compiled twice
-// (baseline and x86-64-v3, i.e. AVX2+FMA) and the loader picks one from the CPU's features
-// (GCC function multi-versioning): runtime dispatch without -march=native. Training numbers are
-// therefore reproducible per machine, not across machines with different ISAs.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NEEDLE_TRAIN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define NEEDLE_TRAIN_CLONES
-#endif
+// Every product goes through the kernels' f32 GEMM (nk::Kernels::sgemm: packed, cache-blocked,
+// register-tiled, one path per instruction set; docs/kernels.md). It takes any strides for A and
+// B, so transposed operands (x W^T, dout^T x, X X^T) are read in place, never copied. Its
+// per-element summation order depends only on K, so splitting C across threads cannot change a
+// result: that is what keeps training bit-identical across thread counts and resumes.
 
 namespace needle::train {
 namespace {
 
-constexpr int kMR = 4;    // rows of C per register tile
-constexpr int kNR = 16;   // columns of C per register tile
-constexpr int kKB = 256;  // depth per pass, so a B panel (kKB x kNR) stays in L1
+nk::SgemmArgs args(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t b_row,
+                   size_t b_col, float* c, size_t ldc, bool accumulate) {
+  nk::SgemmArgs g;
+  g.m = (size_t)M;
+  g.n = (size_t)N;
+  g.k = (size_t)K;
+  g.a = a;
+  g.a_rs = a_row;
+  g.a_cs = a_col;
+  g.b = b;
+  g.b_rs = b_row;
+  g.b_cs = b_col;
+  g.c = c;
+  g.ldc = ldc;
+  g.accumulate = accumulate;
+  return g;
+}
 
-// GCC/Clang vector extension: 8 floats. In the x86-64-v3 clone this is one ymm register; in the
-// baseline clone two xmm registers. Loads/stores go through memcpy (unaligned), and no function
-// takes or returns a v8 (that would make the ABI depend on the clone).
-typedef float v8 __attribute__((vector_size(32)));
+size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
-// C[0..4, 0..16] (+)= sum_k A(r, k) B[k, 0..16], with the 4 x 16 accumulators in registers.
-// a[r] points at row r of A (column stride a_col).
-inline __attribute__((always_inline)) void kernel_4x16(int K, const float* const a[kMR], size_t a_col, const float* b,
-                                                       size_t ldb, float* c, size_t ldc, bool accumulate) {
-  v8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
-  for (int k = 0; k < K; ++k) {
-    v8 b0, b1;
-    std::memcpy(&b0, b + (size_t)k * ldb, sizeof b0);
-    std::memcpy(&b1, b + (size_t)k * ldb + 8, sizeof b1);
-    const size_t ak = (size_t)k * a_col;
-    const v8 a0 = (v8){} + a[0][ak], a1 = (v8){} + a[1][ak], a2 = (v8){} + a[2][ak], a3 = (v8){} + a[3][ak];
-    c00 += a0 * b0;
-    c01 += a0 * b1;
-    c10 += a1 * b0;
-    c11 += a1 * b1;
-    c20 += a2 * b0;
-    c21 += a2 * b1;
-    c30 += a3 * b0;
-    c31 += a3 * b1;
+// Below this many multiply-adds a product runs on the calling thread: waking the pool costs a
+// few microseconds, and each task packs its own copy of B (docs/kernels.md, "f32 GEMM").
+constexpr double kMinParallelMacs = double(1 << 20);
+constexpr double kMinTaskMacs = double(1 << 19);
+
+// C split into about 2 tasks per thread, blocks a multiple of the register tile. Each task packs
+// its own copy of the operand it shares with the others (B for a row block, A for a column
+// block), so the split runs along the longer side of C: with M >= N row blocks re-pack B (K x N,
+// the smaller), otherwise column blocks re-pack A. Tasks are taken dynamically, so a descheduled
+// thread delays only its current task. Which thread computes an element changes nothing in it.
+void run(const nk::SgemmArgs& g, nk::ThreadPool* pool) {
+  const nk::Kernels& k = nk::kernels();
+  const double macs = (double)g.m * (double)g.n * (double)g.k;
+  if (!pool || pool->size() < 2 || macs < kMinParallelMacs) {
+    k.sgemm(g, 0, g.m, 0, g.n);
+    return;
   }
-  const v8 acc[kMR * 2] = {c00, c01, c10, c11, c20, c21, c30, c31};
-  for (int t = 0; t < kMR * 2; ++t) {
-    float* cr = c + (size_t)(t / 2) * ldc + (t % 2) * 8;
-    v8 out = acc[t];
-    if (accumulate) {
-      v8 old;
-      std::memcpy(&old, cr, sizeof old);
-      out += old;
-    }
-    std::memcpy(cr, &out, sizeof out);
+  const size_t want = std::min<size_t>(2 * pool->size(), (size_t)std::max(1.0, macs / kMinTaskMacs));
+  const size_t row_tiles = ceil_div(g.m, k.sgemm_mr), col_tiles = ceil_div(g.n, k.sgemm_nr);
+  size_t rt, ct;  // row blocks, column blocks
+  if (g.m >= g.n) {
+    rt = std::min(want, row_tiles);
+    ct = std::min(col_tiles, ceil_div(want, rt));
+  } else {
+    ct = std::min(want, col_tiles);
+    rt = std::min(row_tiles, ceil_div(want, ct));
   }
+  const size_t rb = ceil_div(row_tiles, rt) * k.sgemm_mr, cb = ceil_div(col_tiles, ct) * k.sgemm_nr;
+  const size_t nr = ceil_div(g.m, rb), nc = ceil_div(g.n, cb);
+  pool->parallel_for(nr * nc, [&](size_t t, unsigned) {
+    const size_t i0 = (t / nc) * rb, j0 = (t % nc) * cb;
+    k.sgemm(g, i0, std::min(g.m, i0 + rb), j0, std::min(g.n, j0 + cb));
+  });
 }
 
 }  // namespace
 
-NEEDLE_TRAIN_CLONES
 void gemm(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb, float* c,
           size_t ldc, bool accumulate) {
-  // Edge tiles run the same kernel on padded copies: B columns past N read zeros from `pad`,
-  // A rows past M repeat row 0, and the tile is accumulated in `tmp`, then added where valid.
-  float pad[kKB * kNR];
-  float tmp[kMR * kNR];
-  if (K == 0 && !accumulate) {
-    for (int i = 0; i < M; ++i) std::fill(c + (size_t)i * ldc, c + (size_t)i * ldc + N, 0.0f);
-    return;
-  }
-  for (int k0 = 0; k0 < K; k0 += kKB) {
-    const int kb = std::min(kKB, K - k0);
-    const bool acc = accumulate || k0 > 0;  // later depth passes add to the first
-    const float* ak = a + (size_t)k0 * a_col;
-    const float* bk = b + (size_t)k0 * ldb;
-    for (int j = 0; j < N; j += kNR) {
-      const int nr = std::min(kNR, N - j);
-      const float* bp = bk + j;
-      size_t ldbp = ldb;
-      if (nr < kNR) {
-        std::fill(pad, pad + (size_t)kb * kNR, 0.0f);
-        for (int k = 0; k < kb; ++k) std::copy_n(bk + (size_t)k * ldb + j, nr, pad + (size_t)k * kNR);
-        bp = pad;
-        ldbp = kNR;
-      }
-      for (int i = 0; i < M; i += kMR) {
-        const int mr = std::min(kMR, M - i);
-        const float* rows[kMR];
-        for (int r = 0; r < kMR; ++r) rows[r] = ak + (size_t)(i + (r < mr ? r : 0)) * a_row;
-        float* cij = c + (size_t)i * ldc + j;
-        if (mr == kMR && nr == kNR) {
-          kernel_4x16(kb, rows, a_col, bp, ldbp, cij, ldc, acc);
-        } else {
-          kernel_4x16(kb, rows, a_col, bp, ldbp, tmp, kNR, false);
-          for (int r = 0; r < mr; ++r)
-            for (int jj = 0; jj < nr; ++jj) {
-              float& dst = cij[(size_t)r * ldc + jj];
-              dst = acc ? dst + tmp[r * kNR + jj] : tmp[r * kNR + jj];
-            }
-        }
-      }
-    }
-  }
+  if (M <= 0 || N <= 0) return;
+  const nk::SgemmArgs g = args(M, N, K, a, a_row, a_col, b, ldb, 1, c, ldc, accumulate);
+  nk::kernels().sgemm(g, 0, g.m, 0, g.n);
 }
 
 void gemm_threaded(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb,
                    float* c, size_t ldc, bool accumulate, nk::ThreadPool* pool) {
-  const double work = (double)M * N * K;
-  if (!pool || pool->size() < 2 || work < 1 << 18) {
-    gemm(M, N, K, a, a_row, a_col, b, ldb, c, ldc, accumulate);
-    return;
-  }
-  if (M >= N) {  // split rows of C
-    pool->parallel_range((size_t)M, kMR, [&](size_t i0, size_t i1, unsigned) {
-      gemm((int)(i1 - i0), N, K, a + i0 * a_row, a_row, a_col, b, ldb, c + i0 * ldc, ldc, accumulate);
-    }, kMR);
-  } else {  // split columns of C
-    pool->parallel_range((size_t)N, kNR, [&](size_t j0, size_t j1, unsigned) {
-      gemm(M, (int)(j1 - j0), K, a, a_row, a_col, b + j0, ldb, c + j0, ldc, accumulate);
-    }, kNR);
+  if (M <= 0 || N <= 0) return;
+  run(args(M, N, K, a, a_row, a_col, b, ldb, 1, c, ldc, accumulate), pool);
+}
+
+void gemm_strided(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t b_row,
+                  size_t b_col, float* c, size_t ldc, bool accumulate, nk::ThreadPool* pool) {
+  if (M <= 0 || N <= 0) return;
+  run(args(M, N, K, a, a_row, a_col, b, b_row, b_col, c, ldc, accumulate), pool);
+}
+
+void gram(int r, int n, const float* x, size_t x_row, size_t x_col, float* c, size_t ldc, nk::ThreadPool* pool) {
+  if (r <= 0) return;
+  const nk::Kernels& k = nk::kernels();
+  // C(i, j) = sum_k X(i, k) X(j, k): A = X, B = X^T (B(k, j) = X(j, k)).
+  const nk::SgemmArgs g = args(r, r, n, x, x_row, x_col, x, x_col, x_row, c, ldc, false);
+  // Row strips [i0, i0 + h) x columns [i0, r): the diagonal blocks and everything right of them.
+  // Strips are a multiple of both tile sides, about 96 rows (less waste below the diagonal than
+  // wider strips, still whole register tiles).
+  const size_t unit = std::lcm(k.sgemm_mr, k.sgemm_nr);
+  const size_t h = std::max<size_t>(1, 96 / unit) * unit;
+  const size_t strips = ceil_div((size_t)r, h);
+  auto strip = [&](size_t s, unsigned) {
+    const size_t i0 = s * h;
+    k.sgemm(g, i0, std::min((size_t)r, i0 + h), i0, (size_t)r);
+  };
+  const double macs = 0.5 * (double)r * (double)r * (double)n;
+  if (pool && pool->size() > 1 && strips > 1 && macs >= kMinParallelMacs) pool->parallel_for(strips, strip);
+  else for (size_t s = 0; s < strips; ++s) strip(s, 0);
+  // Mirror what was not computed: C(i, j) for j left of row i's strip. C(j, i) is the same sum
+  // of the same products in the same order (X(j,k) X(i,k), factors swapped: the same rounding),
+  // so this equals computing it.
+  for (size_t i = 0; i < (size_t)r; ++i) {
+    const size_t lo = (i / h) * h;
+    for (size_t j = 0; j < lo; ++j) c[i * ldc + j] = c[j * ldc + i];
   }
 }
 
@@ -136,11 +127,8 @@ void transpose(float* dst, const float* src, int rows, int cols) {
 }
 
 void matmul_forward(float* out, const float* x, const float* w, int M, int K, int N, nk::ThreadPool* pool) {
-  // out = x W^T: B = W^T [K, N], made contiguous once (weights are small next to activations).
-  thread_local std::vector<float> wt;  // reused: no allocation per call
-  wt.resize((size_t)K * N);
-  transpose(wt.data(), w, N, K);
-  gemm_threaded(M, N, K, x, (size_t)K, 1, wt.data(), (size_t)N, out, (size_t)N, /*accumulate=*/false, pool);
+  // out = x W^T: B(k, j) = W[j, k], read in place (b_row = 1, b_col = K).
+  gemm_strided(M, N, K, x, (size_t)K, 1, w, 1, (size_t)K, out, (size_t)N, /*accumulate=*/false, pool);
 }
 
 void matmul_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, int M, int K, int N,

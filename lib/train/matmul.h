@@ -22,6 +22,17 @@ void gemm(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const
 void gemm_threaded(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t ldb,
                    float* c, size_t ldc, bool accumulate, nk::ThreadPool* pool);
 
+// The same with any strides for B too: B[k, j] = b[k * b_row + j * b_col] (W^T of a weight W
+// [N, K] is b_row = 1, b_col = K), threaded like gemm_threaded (pool nullable).
+void gemm_strided(int M, int N, int K, const float* a, size_t a_row, size_t a_col, const float* b, size_t b_row,
+                  size_t b_col, float* c, size_t ldc, bool accumulate, nk::ThreadPool* pool);
+
+// C[r, r] = X X^T for X(i, k) = x[i * x_row + k * x_col], i < r, k < n (overwrites C). Computes
+// the blocks on and above the diagonal and mirrors the rest, about 60% of the work at r = 512;
+// the result equals the full product bit for bit (C(j, i) is the same sum with the factors of
+// every product swapped). Pool nullable.
+void gram(int r, int n, const float* x, size_t x_row, size_t x_col, float* c, size_t ldc, nk::ThreadPool* pool);
+
 // out[M, N] = x[M, K] W^T (a Dense layer; W stored [N, K], i.e. [out, in]).
 void matmul_forward(float* out, const float* x, const float* w, int M, int K, int N, nk::ThreadPool* pool);
 // dx[M, K] += dout W;  dw[N, K] += dout^T x. Either of dx, dw may be null.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "nk/threadpool.h"
 #include "train/matmul.h"
 
 namespace needle::train {
@@ -62,33 +63,57 @@ double Schedule::operator()(int64_t step) const {
   return 1.0;
 }
 
+namespace {
+
+// Newton-Schulz scratch, per thread (the optimizer runs several tensors at once), reused from
+// call to call: a step calls it for every kernel, and fresh buffers cost page faults and zeroing.
+struct NsScratch {
+  std::vector<float> xt, yt, a, aa, b;
+};
+NsScratch& ns_scratch() {
+  thread_local NsScratch s;
+  return s;
+}
+
+}  // namespace
+
 void newton_schulz(float* x, int rows, int cols, int steps, nk::ThreadPool* pool) {
   constexpr float a = 3.4445f, b = -4.7750f, c = 2.0315f;
   const bool tall = rows > cols;
-  const int r = tall ? cols : rows, n = tall ? rows : cols;  // work on X [r, n] with r <= n
-  std::vector<float> X((size_t)r * n), Xt((size_t)n * r), A((size_t)r * r), B((size_t)r * r), Y((size_t)r * n);
-  if (tall) transpose(X.data(), x, rows, cols);
-  else std::copy(x, x + (size_t)r * n, X.begin());
+  const int r = tall ? cols : rows, n = tall ? rows : cols;  // X [r, n] with r <= n
+  // The iteration runs on Xt = X^T [n, r] (row-major), the layout in which every product below
+  // reads its operands contiguously: a tall input already is Xt, a wide one is transposed once.
+  //   A = X X^T           = gram of Xt's columns        (symmetric: upper half computed)
+  //   AA = A A = A A^T    = gram of A                   (symmetric too)
+  //   B = b A + c AA
+  //   X <- a X + B X,  i.e.  Xt <- a Xt + Xt B          (B symmetric: (B X)^T = Xt B)
+  NsScratch& s = ns_scratch();
+  const size_t rn = (size_t)r * n, rr = (size_t)r * r;
+  s.xt.resize(rn);
+  s.yt.resize(rn);
+  s.a.resize(rr);
+  s.aa.resize(rr);
+  s.b.resize(rr);
+  float *X = s.xt.data(), *Y = s.yt.data();
+  if (tall) std::copy(x, x + rn, X);
+  else transpose(X, x, r, n);
 
   double ss = 0;
-  for (float v : X) ss += (double)v * v;
+  for (size_t i = 0; i < rn; ++i) ss += (double)X[i] * X[i];
   const float inv = (float)(1.0 / (std::sqrt(ss) + 1e-7));
-  for (float& v : X) v *= inv;
+  for (size_t i = 0; i < rn; ++i) X[i] *= inv;
 
+  float *A = s.a.data(), *AA = s.aa.data(), *B = s.b.data();
   for (int it = 0; it < steps; ++it) {
-    transpose(Xt.data(), X.data(), r, n);
-    // A = X X^T
-    gemm_threaded(r, r, n, X.data(), (size_t)n, 1, Xt.data(), (size_t)r, A.data(), (size_t)r, false, pool);
-    for (size_t i = 0; i < B.size(); ++i) B[i] = b * A[i];  // B = b A + c A A
-    std::vector<float> AA((size_t)r * r);
-    gemm_threaded(r, r, r, A.data(), (size_t)r, 1, A.data(), (size_t)r, AA.data(), (size_t)r, false, pool);
-    for (size_t i = 0; i < B.size(); ++i) B[i] += c * AA[i];
-    for (size_t i = 0; i < Y.size(); ++i) Y[i] = a * X[i];  // X = a X + B X
-    gemm_threaded(r, n, r, B.data(), (size_t)r, 1, X.data(), (size_t)n, Y.data(), (size_t)n, true, pool);
-    X.swap(Y);
+    gram(r, n, X, 1, (size_t)r, A, (size_t)r, pool);   // X(i, k) = Xt[k, i]
+    gram(r, r, A, 1, (size_t)r, AA, (size_t)r, pool);  // A(i, k) = A[k, i] (symmetric)
+    for (size_t i = 0; i < rr; ++i) B[i] = b * A[i] + c * AA[i];
+    for (size_t i = 0; i < rn; ++i) Y[i] = a * X[i];
+    gemm_threaded(n, r, r, X, (size_t)r, 1, B, (size_t)r, Y, (size_t)r, /*accumulate=*/true, pool);
+    std::swap(X, Y);
   }
-  if (tall) transpose(x, X.data(), r, n);
-  else std::copy(X.begin(), X.end(), x);
+  if (tall) std::copy(X, X + rn, x);
+  else transpose(x, X, n, r);
 }
 
 void adamw_update(float* p, const float* g, float* m, float* v, size_t n, int64_t t, float lr, float b1, float b2,
@@ -106,7 +131,8 @@ void adamw_update(float* p, const float* g, float* m, float* v, size_t n, int64_
 void muon_update(float* p, const float* g, float* m, int rows, int cols, float lr, float momentum, float wd,
                  int ns_steps, nk::ThreadPool* pool) {
   const size_t n = (size_t)rows * cols;
-  std::vector<float> u(n);
+  thread_local std::vector<float> u;  // reused: no allocation per tensor and step
+  u.resize(n);
   for (size_t i = 0; i < n; ++i) {
     m[i] = momentum * m[i] + (1.0f - momentum) * g[i];
     u[i] = momentum * m[i] + (1.0f - momentum) * g[i];  // Nesterov
@@ -121,21 +147,43 @@ void optimizer_step(Params& p, const Params& g, OptimState& s, const Config& c, 
                     double lr_scale, nk::ThreadPool* pool) {
   s.count += 1;
   auto gs = tensors_of(const_cast<Params&>(g), c), ms = tensors_of(s.m, c), vs = tensors_of(s.v, c);
-  size_t i = 0;
   const float adam_lr = (float)(o.adam_lr * lr_scale), muon_lr = (float)(o.muon_lr * lr_scale);
+  // Every tensor's update reads and writes only that tensor's state, so the tensors are spread
+  // over the pool whole (one task each, the costliest first so the last tasks are short), and
+  // each is updated by one thread with the same code whatever the thread count: results do not
+  // depend on it. Newton-Schulz inside a task runs on that thread alone (no nested pool use).
+  struct Job {
+    TensorSpec spec;
+    float* w;
+    size_t i;
+    double cost;
+  };
+  std::vector<Job> jobs;
+  size_t i = 0;
   for_each_tensor(p, c, [&](const TensorSpec& spec, std::vector<float>& w) {
-    const std::vector<float>& gr = *gs[i];
-    std::vector<float>& m = *ms[i];
-    std::vector<float>& v = *vs[i];
-    ++i;
+    double cost = (double)w.size();
     if (uses_muon(spec, o)) {
-      muon_update(w.data(), gr.data(), m.data(), (int)spec.shape[0], (int)spec.shape[1], muon_lr, o.muon_momentum,
-                  o.muon_weight_decay, o.muon_ns_steps, pool);
-    } else {
-      adamw_update(w.data(), gr.data(), m.data(), v.data(), w.size(), s.count, adam_lr, o.adam_b1, o.adam_b2,
-                   o.adam_eps, o.adam_weight_decay);
+      const double r = (double)std::min(spec.shape[0], spec.shape[1]), n = (double)std::max(spec.shape[0], spec.shape[1]);
+      cost = o.muon_ns_steps * (2 * r * r * n + r * r * r);
     }
+    jobs.push_back({spec, w.data(), i++, cost});
   });
+  std::stable_sort(jobs.begin(), jobs.end(), [](const Job& x, const Job& y) { return x.cost > y.cost; });
+  auto run = [&](size_t t, unsigned) {
+    const Job& j = jobs[t];
+    const std::vector<float>& gr = *gs[j.i];
+    std::vector<float>& m = *ms[j.i];
+    std::vector<float>& v = *vs[j.i];
+    if (uses_muon(j.spec, o)) {
+      muon_update(j.w, gr.data(), m.data(), (int)j.spec.shape[0], (int)j.spec.shape[1], muon_lr, o.muon_momentum,
+                  o.muon_weight_decay, o.muon_ns_steps, nullptr);
+    } else {
+      adamw_update(j.w, gr.data(), m.data(), v.data(), gr.size(), s.count, adam_lr, o.adam_b1, o.adam_b2, o.adam_eps,
+                   o.adam_weight_decay);
+    }
+  };
+  if (pool && pool->size() > 1) pool->parallel_for(jobs.size(), run);
+  else for (size_t t = 0; t < jobs.size(); ++t) run(t, 0);
 }
 
 }  // namespace needle::train
