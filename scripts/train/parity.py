@@ -261,7 +261,7 @@ def e2e_check(fix, n):
     worst = max(abs(s - r["loss_sum"]) / r["loss_tokens"] for s, r in zip(sums, recs))
     check(f"e2e: teacher-forced CE of {len(recs)} golden examples vs the original (max abs diff per token)", worst, 2e-5,
           f"total {sum(sums):.6f} vs {sum(r['loss_sum'] for r in recs):.6f} nats")
-    return ex, recs
+    return ex, recs, sums, p
 
 
 def batched_ce(ops, c, p, ex, rows=8):
@@ -289,6 +289,50 @@ def batched_ce(ops, c, p, ex, rows=8):
     return res, None
 
 
+def pipeline_check(fix, n, tmp):
+    """The trainer's own data path: prepare (tokenize to data.npz), pack several examples per row,
+    make_batch; the packed batches' summed CE equals the examples' CE one by one. And the
+    float16 pack a run exports (params-f16.npz) gives back the float16 values exactly."""
+    import train_jax as T
+    e2e = os.path.join(fix, "e2e")
+    recs = D.read_jsonl(os.path.join(e2e, "goldens.jsonl"))[:n]
+    src = os.path.join(tmp, "train.jsonl")
+    with open(src, "w") as f:
+        for r in recs:
+            f.write(json.dumps({"query": r["query"], "tools": r["tools"], "answers": r["answers"]}) + "\n")
+    out = os.path.join(tmp, "data.npz")
+    D.prepare({"train": src}, os.path.join(e2e, "e2e_tok.model"), out, log=lambda *a: None)
+    data = D.Data(out)
+    sp = data.splits["train"]
+    c, p, _ = M.load_pickle(os.path.join(e2e, "e2e_model.pkl"))
+    ops = M.numpy_ops(np.float32)
+    shapes = [(512, 112)]  # e2e examples: <= 249 encoder / 57 decoder tokens, so two per row
+    batches = D.epoch_batches(sp, shapes, 1024, 3, 0)
+    seen = sorted(i for _, rows in batches for r in rows for i in r)
+    check("pipeline: every example packed exactly once (missing + duplicated)", len(set(range(sp.n)) ^ set(seen))
+          + len(seen) - len(set(seen)), 0)
+    per_row = max(len(r) for _, rows in batches for r in rows)
+    check("pipeline: rows hold several examples (most per row, at least 2)", -per_row, -2)
+    total = tokens = 0.0
+    for s, rows in batches:
+        E, Dl = shapes[s]
+        b = D.make_batch(sp, rows, max(1, 1024 // E), E, Dl)
+        ce, _, m = M.token_losses(ops, c, p, b)
+        total += float((ce * m).sum())
+        tokens += float(m.sum())
+    ref = sum(r["loss_sum"] for r in recs)
+    n_ref = sum(r["loss_tokens"] for r in recs)
+    # Against the original's per-example sums (e2e check above: same examples, one per row);
+    # bound as there, 2e-5 per target token.
+    check("pipeline: packed batches' summed CE vs the original's (abs diff per token)",
+          abs(total - ref) / n_ref + abs(tokens - n_ref), 2e-5, f"{total:.5f} vs {ref:.5f} nats over {tokens:.0f} tokens")
+    pack = os.path.join(tmp, "params-f16.npz")
+    T.save_f16_pack(pack, p, {"step": 3})
+    back, meta = T.load_f16_pack(pack)
+    diff = max(float(np.abs(back[k] - p[k].astype(np.float16).astype(np.float32)).max()) for k in p)
+    check("pipeline: params-f16.npz round trip (max abs diff)", diff + abs(meta["step"] - 3), 0.0, "exact")
+
+
 def run(cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if r.returncode != 0:
@@ -296,26 +340,27 @@ def run(cmd, **kw):
     return r
 
 
-def convert_checks(fix, bindir, n, tmp):
+def convert_checks(fix, bindir, e2e_result, n_fresh, tmp):
+    """Checkpoints written by our pickle writer through needle-convert and needle-eval --loss."""
     conv, ev = os.path.join(bindir, "needle-convert"), os.path.join(bindir, "needle-eval")
     e2e = os.path.join(fix, "e2e")
     tokp = os.path.join(e2e, "e2e_tok.model")
-    recs = D.read_jsonl(os.path.join(e2e, "test.jsonl"))[:n]
-    jl = os.path.join(tmp, "eval.jsonl")
-    with open(jl, "w") as f:
-        for r in recs:
-            f.write(json.dumps({"query": r["query"], "tools": r["tools"], "answers": r["answers"]}) + "\n")
+    ex_all, recs_all, sums_e2e, p_e2e64 = e2e_result
     tok = D.Tokenizer(tokp)
-    ex, skipped = D.build_examples(recs, tok)
     c_e2e, p_e2e, _ = M.load_pickle(os.path.join(e2e, "e2e_model.pkl"))
-    # A fresh model from our init (other shape: GQA 4:1, 2 + 1 layers, contrastive 48 > d/4).
+    # A fresh model from our init (another shape: GQA 4:1, 2 + 1 layers, contrastive 48 > d/4),
+    # every parameter moved off its initial value so that each one matters.
     c_new = M.Config({"vocab_size": tok.vocab_size, "d_model": 64, "num_heads": 4, "num_kv_heads": 1,
                       "num_encoder_layers": 2, "num_decoder_layers": 1, "contrastive_dim": 48, "max_seq_len": 1024})
-    p_new = M.init_params(c_new, 5)
-    # Move every parameter off its initial value so that each one matters in the check.
     rng = np.random.default_rng(11)
-    p_new = {k: (v + rng.normal(0, 0.2 if v.ndim < 2 else 0.0, v.shape)).astype(np.float32) for k, v in p_new.items()}
-    for name, c, p in (("e2e model re-saved", c_e2e, p_e2e), ("fresh init_params model", c_new, p_new)):
+    p_new = {k: (v + rng.normal(0, 0.2 if v.ndim < 2 else 0.0, v.shape)).astype(np.float32)
+             for k, v in M.init_params(c_new, 5).items()}
+    for name, c, p, n in (("e2e model re-saved", c_e2e, p_e2e, len(ex_all)), ("fresh init_params model", c_new, p_new, n_fresh)):
+        recs, ex = recs_all[:n], ex_all[:n]
+        jl = os.path.join(tmp, "eval.jsonl")
+        with open(jl, "w") as f:
+            for r in recs:
+                f.write(json.dumps({"query": r["query"], "tools": r["tools"], "answers": r["answers"]}) + "\n")
         pkl, model, back = (os.path.join(tmp, x) for x in ("w.pkl", "w.needle", "back.pkl"))
         M.save_pickle(pkl, c, p, {"pretrain_step": 7})
         c16, p16, _ = M.load_pickle(pkl, np.float64)  # what the converter reads: float16 values
@@ -328,23 +373,25 @@ def convert_checks(fix, bindir, n, tmp):
         except RuntimeError as e:
             check(f"convert [{name}]: needle-convert / needle-eval ran", 1, 0, str(e))
             continue
-        n_info = info.get("parameters", info.get("params", info.get("parameter_count")))
-        if isinstance(n_info, int):
-            check(f"convert [{name}]: parameter count (needle-convert --info) - ours", abs(n_info - M.count_params(c16)), 0)
+        if isinstance(info.get("params"), int):
+            check(f"convert [{name}]: parameter count, needle-convert --info vs ours", abs(info["params"] - M.count_params(c16)), 0)
         _, pb, _ = M.load_pickle(back, np.float32)
         diff = max(float(np.abs(pb[k] - p16[k].astype(np.float32)).max()) for k in p16)
         check(f"convert [{name}]: --export-pkl gives back our float16 leaves (max abs diff)", diff, 0.0, "exact")
         theirs = [json.loads(line) for line in open(out)]
-        sums, _ = batched_ce(M.numpy_ops(np.float64), c16, p16, ex)
-        tl = [t.get("loss_tokens") for t in theirs]
+        if c is c_e2e and all(np.array_equal(p16[k], p_e2e64[k]) for k in p16):
+            sums = sums_e2e[:n]  # the same float16 values the e2e check ran: its sums are ours
+        else:
+            sums, _ = batched_ce(M.numpy_ops(np.float64), c16, p16, ex)
         ours_t = [len(D.decoder_arrays(e["ans"], e["cls"])[1]) for e in ex]
-        check(f"convert [{name}]: target tokens needle-eval vs ours (mismatching examples)",
+        tl = [t.get("loss_tokens") for t in theirs]
+        check(f"convert [{name}]: target tokens, needle-eval vs ours (mismatching examples)",
               sum(int(a != b) for a, b in zip(tl, ours_t)) + abs(len(tl) - len(ours_t)), 0)
         # needle's f32 engine vs our float64: float32 rounding only (~1e-6 of |logits| per token).
-        worst = max(abs(t["loss_sum"] - s) / max(k, 1) for t, s, k in zip(theirs, sums, ours_t))
+        worst = max(abs(t["loss_sum"] - s_) / max(k, 1) for t, s_, k in zip(theirs, sums, ours_t))
         tot_t, tot_o = sum(t["loss_sum"] for t in theirs), sum(sums)
         check(f"convert [{name}]: needle-eval --loss vs ours, {len(ex)} examples (max abs diff per token)", worst, 2e-5,
-              f"mean CE {tot_t / sum(ours_t):.6f} vs {tot_o / sum(ours_t):.6f}")
+              f"mean CE {tot_t / sum(ours_t):.6f} vs {tot_o / sum(ours_t):.6f} nats/token")
 
 
 def jax_checks(fix):
@@ -426,15 +473,16 @@ def main():
     packing_check(fix)
     classes_check()
     optim_checks()
-    e2e_check(fix, args.e2e)
-    if args.bin and os.path.exists(os.path.join(args.bin, "needle-convert")) and os.path.exists(os.path.join(args.bin, "needle-eval")):
-        tmp = tempfile.mkdtemp(prefix="needle-parity-")
-        try:
-            convert_checks(fix, args.bin, args.e2e, tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print("parity: --bin not given (or lacks needle-convert / needle-eval): converter round trip not checked")
+    e2e = e2e_check(fix, args.e2e)
+    tmp = tempfile.mkdtemp(prefix="needle-parity-")
+    try:
+        pipeline_check(fix, min(args.e2e, 12), tmp)
+        if args.bin and all(os.path.exists(os.path.join(args.bin, b)) for b in ("needle-convert", "needle-eval")):
+            convert_checks(fix, args.bin, e2e, min(args.e2e, 8), tmp)
+        else:
+            print("parity: --bin not given (or lacks needle-convert / needle-eval): converter round trip not checked")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if args.jax:
         jax_checks(fix)
     print(f"({time.time() - t0:.1f}s)")

@@ -330,7 +330,11 @@ def main(argv=None):
     train, val = data.splits["train"], data.splits.get("val")
     shapes = D.parse_shapes(run["rows"])
 
-    import jax
+    try:
+        import jax
+    except ImportError:
+        sys.exit("train_jax: JAX is not installed here: training runs on the GPU machine (scripts/train/README.md); "
+                 "--prepare-only and --assemble need only numpy")
     import needle_jax as NJ
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(out, "jax-cache")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
