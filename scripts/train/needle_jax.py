@@ -20,7 +20,7 @@ COMPUTE = {
 
 class JaxOps(M.Ops):
     def __init__(self, compute="bf16", dropout=0.0, remat=False):
-        super().__init__(jnp, jnp.float32)
+        super().__init__(jnp, np.float32)
         self.cdt, self.precision = COMPUTE[compute]
         self.rate = float(dropout)
         self.remat = remat

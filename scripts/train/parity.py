@@ -394,7 +394,7 @@ def convert_checks(fix, bindir, e2e_result, n_fresh, tmp):
               f"mean CE {tot_t / sum(ours_t):.6f} vs {tot_o / sum(ours_t):.6f} nats/token")
 
 
-def jax_checks(fix):
+def jax_checks(fix, skip_full=False):
     """On a machine with JAX: the model through JaxOps (float32, highest precision), jax.grad
     against the fixture gradients, the optimizer against optax, and a few real training steps."""
     import jax
@@ -402,7 +402,7 @@ def jax_checks(fix):
     import needle_jax as NJ
     jax.config.update("jax_enable_x64", False)
     ops = NJ.JaxOps("f32")
-    for name in ("tiny", "full"):
+    for name in ("tiny",) + (() if skip_full else ("full",)):
         forward_checks(ops, fix, name, tag="jax")
     G = read_ref(fix, "grads_tiny")
     c, p, _ = M.load_pickle(os.path.join(fix, "checkpoints", "tiny_np1_f16.pkl"))
@@ -466,6 +466,9 @@ def main():
         print(f"parity: fixtures not found at {fix}")
         return 77
     t0 = time.time()
+    v1 = M.Config(json.load(open(os.path.join(HERE, "needle-v1.json"))))
+    check("needle-v1.json: parameters - 26,315,421 and inference parameters - 26,233,372 (reference section 1)",
+          abs(M.count_params(v1) - 26315421) + abs(M.count_params(v1, contrastive=False) - 26233372), 0)
     ops = M.numpy_ops(np.float32)
     for name in ("tiny",) + (() if args.skip_full else ("full",)):
         forward_checks(ops, fix, name, quick_int4=name == "full")
@@ -484,7 +487,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.jax:
-        jax_checks(fix)
+        jax_checks(fix, args.skip_full)
     print(f"({time.time() - t0:.1f}s)")
     print(f"{RESULTS['pass']} passed, {RESULTS['fail']} failed")
     return 0 if RESULTS["fail"] == 0 else 1

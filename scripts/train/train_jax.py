@@ -50,7 +50,7 @@ PART = 15 << 20  # exported files are split below the device tool's 16 MiB per f
 RUN_KEYS = ("config", "init", "seed", "steps", "epochs", "batch_tokens", "rows", "optimizer", "muon_lr", "adam_lr",
             "warmup", "dropout", "qat_every", "clip_every", "clip_weight", "clip_pairs", "clip_query_len",
             "clip_tool_len", "z_loss", "compute", "remat")
-DEFAULTS = {"init": "random", "seed": 0, "steps": 0, "epochs": 10, "batch_tokens": 65536, "rows": "1024x160,1024x512",
+DEFAULTS = {"init": "random", "seed": 0, "steps": 0, "epochs": 10, "batch_tokens": 32768, "rows": "1024x160,1024x512",
             "optimizer": "muon", "muon_lr": 0.02, "adam_lr": 3e-5, "warmup": 5.0, "dropout": 0.1, "qat_every": 100,
             "clip_every": 1000, "clip_weight": 0.1, "clip_pairs": 64, "clip_query_len": 128, "clip_tool_len": 384,
             "z_loss": 1e-4, "compute": "bf16", "remat": False}
@@ -453,6 +453,7 @@ def main(argv=None):
 
     save_cost = [20.0]
     eval_cost = [0.0]
+    saved_step = [-1]
 
     def save(final=False):
         t = time.time()
@@ -464,8 +465,8 @@ def main(argv=None):
         os.replace(pkl_path + ".tmp", pkl_path)
         write_json(resume_path, m)
         save_cost[0] = time.time() - t
+        saved_step[0] = meta["step"]
         log(f"saved step {meta['step']} ({save_cost[0]:.1f}s){' (final)' if final else ''}")
-        return p_np
 
     # Batches, produced ahead on a thread (host-side packing overlaps the GPU).
     def batches():
@@ -503,7 +504,8 @@ def main(argv=None):
     while meta["step"] < total:
         elapsed = time.time() - T0
         step_est = float(np.median(step_times[-20:])) if step_times else 30.0
-        if elapsed + 2 * save_cost[0] + 3 * step_est + eval_cost[0] + 10 > args.time_budget:
+        reserve = 2 * save_cost[0] + 3 * step_est + eval_cost[0] + 10 + (save_cost[0] if args.export else 0)
+        if elapsed + reserve > args.time_budget:
             log(f"time budget: stopping at step {meta['step']} ({elapsed:.0f}s of {args.time_budget:.0f}s)")
             break
         if stop["signal"] is not None:
@@ -562,7 +564,8 @@ def main(argv=None):
             t_log = time.time()
 
     jax.block_until_ready(params)
-    save(final=True)
+    if saved_step[0] != meta["step"]:
+        save(final=True)
     if meta["step"] >= total:
         tokp = os.path.join(out, "tokenizer.model")
         log(f"run finished: {total} steps; convert with: build/bin/needle-convert {pkl_path} "
