@@ -498,7 +498,7 @@ def main(argv=None):
     last_save = time.time()
     step_times = []
     pending = []
-    toks = 0
+    toks = n_since = 0
     t_log = time.time()
     steps_this_call = 0
     while meta["step"] < total:
@@ -530,6 +530,7 @@ def main(argv=None):
         toks += int((batch["enc_seg"] > 0).sum() + (batch["dec_seg"] > 0).sum())
         meta.update(step=step + 1, epoch=epoch, batch=b_next)
         steps_this_call += 1
+        n_since += 1
         if steps_this_call <= 3 or step % args.log_every == args.log_every - 1 or meta["step"] == total:
             jax.block_until_ready(mt["loss"])
             dt = time.time() - t_log
@@ -544,8 +545,8 @@ def main(argv=None):
                 + (f" clip {last['clip']:.4f}" if "clip" in last else "")
                 + f" | {toks / max(dt, 1e-9):,.0f} tok/s")
             if steps_this_call > 3:
-                step_times.append(dt / len(pending))
-            pending, toks, t_log = [], 0, time.time()
+                step_times.append(dt / n_since)
+            pending, toks, n_since, t_log = [], 0, 0, time.time()
         if meta["step"] % args.eval_every == 0 or meta["step"] == total:
             r = evaluate()
             if r is not None:
@@ -557,11 +558,12 @@ def main(argv=None):
                     save()
                     last_save = time.time()
                     shutil.copyfile(pkl_path, os.path.join(out, "best.pkl"))
-            t_log = time.time()
+            jax.block_until_ready(params)
+            toks, n_since, t_log = 0, 0, time.time()  # throughput counts training steps only
         if time.time() - last_save > args.save_every:
             save()
             last_save = time.time()
-            t_log = time.time()
+            toks, n_since, t_log = 0, 0, time.time()
 
     jax.block_until_ready(params)
     if saved_step[0] != meta["step"]:

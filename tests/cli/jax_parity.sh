@@ -36,4 +36,23 @@ if ! "$PY" -c 'import jax' 2>/dev/null; then
   expect_exit 1 "no jax" -- "$PY" "$T" --out "$TMP/run2" --data "$TMP/data" --config "$TMP/cfg.json"
   expect_one_line_error "no jax: says where training runs" "JAX is not installed here"
 fi
+
+# 4. The trainer's control flow, with a numpy stand-in for jax (scripts/train/testing/jax: no
+# autodiff, zero gradients): a run stopped after 3 of 6 steps, exact resume to the end, and a
+# warm resume of the same run in a fresh folder from its export (what a new GPU session does),
+# whose needle.pkl needle-convert accepts.
+FAKE=(env PYTHONPATH="$ROOT/scripts/train/testing" "$PY" "$T")
+echo '{"d_model": 32, "num_heads": 4, "num_kv_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "vocab_size": 2000, "contrastive_dim": 16}' > "$TMP/cfg.json"
+RUN=(--rows 256x64 --batch-tokens 512 --qat-every 2 --clip-every 3 --clip-pairs 2 --clip-query-len 16 --clip-tool-len 32 --eval-every 4)
+expect_exit 0 "train: 3 of 6 steps" -- "${FAKE[@]}" --out "$TMP/run" --config "$TMP/cfg.json" --steps 6 "${RUN[@]}" --max-steps-this-call 3 --export "$TMP/exp"
+expect_stdout_has "train: saved" "saved step 3"
+expect_exit 0 "train: exact resume" -- "${FAKE[@]}" --out "$TMP/run"
+expect_stdout_has "train: exact resume at step 3" "resumed exactly from $TMP/run/state.npz at step 3"
+expect_stdout_has "train: finished" "run finished: 6 steps"
+expect_exit 0 "assemble" -- "$PY" "$T" --assemble "$TMP/exp" --out "$TMP/new"
+cp "$TMP/run/data.npz" "$TMP/new/"
+expect_exit 0 "train: warm resume" -- "${FAKE[@]}" --out "$TMP/new"
+expect_stdout_has "train: warm resume at step 3" "warm resume from $TMP/new/params-f16.npz at step 3"
+expect_stdout_has "train: warm finished" "run finished: 6 steps"
+expect_exit 0 "convert the run's needle.pkl" -- "$BIN/needle-convert" "$TMP/new/needle.pkl" --tokenizer "$TMP/data/tokenizer.model" -o "$TMP/new.needle"
 finish
