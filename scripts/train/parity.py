@@ -446,7 +446,7 @@ def jax_checks(fix, skip_full=False):
         if s == 10:
             params, st, mt = clip_step(params, st, b, k, 1.0, 1.0, G["clip_query_tokens"], G["clip_tool_tokens"])
         else:
-            params, st, mt = step(params, st, b, k, 1.0 if s % 5 == 4 else 0.0, 1.0)
+            params, st, mt = step(params, st, b, k, 1.0 if s % 5 == 2 else 0.0, 1.0)  # QAT steps 2, 7, ...
         losses.append(float(mt["loss"]))
     check("jax training steps: finite losses, last/first", losses[-1] / losses[0] if all(map(math.isfinite, losses)) else
           float("inf"), 0.9, f"{losses[0]:.4f} -> {losses[-1]:.4f}")
