@@ -394,6 +394,41 @@ def convert_checks(fix, bindir, e2e_result, n_fresh, tmp):
               f"mean CE {tot_t / sum(ours_t):.6f} vs {tot_o / sum(ours_t):.6f} nats/token")
 
 
+def real_data_check(bindir, data_dir, per_group, tmp):
+    """Our data path on the real training data (scripts/data/build's val.jsonl: every schema form and
+    augmentation kind) against needle's: a random model written by our writer, needle-eval --loss
+    (C++ tokenization, parse_tools, prompts) vs our tokenization + forward."""
+    recs = D.read_jsonl(os.path.join(data_dir, "val.jsonl"))
+    groups = {}
+    for r in recs:
+        groups.setdefault((str(r.get("schema")), str(r.get("aug"))), []).append(r)
+    pick = [r for k in sorted(groups) for r in groups[k][:per_group]]
+    jl = os.path.join(tmp, "real.jsonl")
+    with open(jl, "w") as f:
+        for r in pick:
+            f.write(json.dumps(r) + "\n")
+    tokp = os.path.join(data_dir, "tokenizer.model")
+    ex, skipped = D.build_examples(pick, D.Tokenizer(tokp))
+    c = M.Config({"vocab_size": 8192, "d_model": 32, "num_heads": 4, "num_kv_heads": 2, "num_encoder_layers": 1,
+                  "num_decoder_layers": 1, "contrastive_dim": 16, "max_seq_len": 1024})
+    rng = np.random.default_rng(1)
+    p = {k: (v + rng.normal(0, 0.2 if v.ndim < 2 else 0.0, v.shape)).astype(np.float32)
+         for k, v in M.init_params(c, 3).items()}
+    pkl, model, out = (os.path.join(tmp, x) for x in ("real.pkl", "real.needle", "real_out.jsonl"))
+    M.save_pickle(pkl, c, p)
+    c16, p16, _ = M.load_pickle(pkl, np.float64)
+    run([os.path.join(bindir, "needle-convert"), pkl, "--type", "f32", "--tokenizer", tokp, "-o", model])
+    run([os.path.join(bindir, "needle-eval"), "-m", model, jl, "--loss", "--out", out, "-t", "1"])
+    theirs = [json.loads(line) for line in open(out)]
+    sums, _ = batched_ce(M.numpy_ops(np.float64), c16, p16, ex)
+    lens = [len(e["ans"]) + 2 for e in ex]
+    check(f"real data: {len(ex)} val examples of {len(groups)} schema/augmentation kinds, target tokens vs needle-eval "
+          "(mismatches + skipped)", sum(int(t["loss_tokens"] != n) for t, n in zip(theirs, lens)) + len(skipped)
+          + abs(len(theirs) - len(ex)), 0)
+    check("real data: needle-eval --loss vs ours (max abs diff per token)",
+          max(abs(t["loss_sum"] - s_) / n for t, s_, n in zip(theirs, sums, lens)), 2e-5)
+
+
 def jax_checks(fix, skip_full=False):
     """On a machine with JAX: the model through JaxOps (float32, highest precision), jax.grad
     against the fixture gradients, the optimizer against optax, and a few real training steps."""
@@ -460,6 +495,8 @@ def main():
     ap.add_argument("--e2e", type=int, default=24, help="golden e2e examples for the loss checks (default 24)")
     ap.add_argument("--jax", action="store_true", help="also run the checks through JAX (GPU machine)")
     ap.add_argument("--skip-full", action="store_true", help="skip the full-shape fixture (52 MB)")
+    ap.add_argument("--real-data", metavar="DIR", help="also compare with needle-eval on DIR/val.jsonl (scripts/data/build's "
+                    "output; needs --bin)")
     args = ap.parse_args()
     fix = args.fixtures
     if not os.path.isdir(os.path.join(fix, "checkpoints")):
@@ -482,6 +519,8 @@ def main():
         pipeline_check(fix, min(args.e2e, 12), tmp)
         if args.bin and all(os.path.exists(os.path.join(args.bin, b)) for b in ("needle-convert", "needle-eval")):
             convert_checks(fix, args.bin, e2e, min(args.e2e, 8), tmp)
+            if args.real_data:
+                real_data_check(args.bin, args.real_data, 6, tmp)
         else:
             print("parity: --bin not given (or lacks needle-convert / needle-eval): converter round trip not checked")
     finally:
