@@ -38,8 +38,8 @@ HAVE_TIME=0
 [ -x /usr/bin/time ] && HAVE_TIME=1
 fail_case() {
   echo "FAIL $1: $2"
-  sed 's/^/  stderr: /' "$TMP/err" | head -c 600 | head -4
-  head -c 300 "$TMP/out" | sed 's/^/  stdout: /' | head -3
+  head -4 "$TMP/err" | cut -c1-300 | sed 's/^/  stderr: /'
+  head -c 300 "$TMP/out" | sed -n '1,3s/^/  stdout: /p'
   fails=$((fails + 1))
 }
 

@@ -16,7 +16,7 @@ expect_exit() {
   local got=0
   "$@" >"$TMP/out" 2>"$TMP/err" || got=$?
   if [ "$got" != "$want" ]; then
-    echo "FAIL $name: exit $got, expected $want"; sed 's/^/  stderr: /' "$TMP/err" | head -5
+    echo "FAIL $name: exit $got, expected $want"; head -5 "$TMP/err" | sed 's/^/  stderr: /'
     fails=$((fails + 1)); return 0
   fi
   pass=$((pass + 1))
@@ -27,7 +27,7 @@ expect_one_line_error() {
   local lines
   lines=$(grep -c . "$TMP/err" || true)
   if [ "$lines" != 1 ] || ! grep -qF -- "$text" "$TMP/err"; then
-    echo "FAIL $name: stderr should be one line with '$text', got:"; sed 's/^/  /' "$TMP/err" | head -5
+    echo "FAIL $name: stderr should be one line with '$text', got:"; head -5 "$TMP/err" | sed 's/^/  /'
     fails=$((fails + 1)); return 0
   fi
   pass=$((pass + 1))

@@ -70,7 +70,7 @@ no_temp "output write fails" "$TMP"
 rc=0
 bash -c "ulimit -f 1; exec '$F' \"\$@\" -q -o '$TMP/c.needle' --log-jsonl '$TMP/c.log'" _ "${ARGS[@]}" >"$TMP/out" 2>"$TMP/err" || rc=$?
 if [ "$rc" -lt 128 ] && { [ "$rc" = 0 ] || [ "$(grep -c '' "$TMP/err")" = 1 ]; }; then pass=$((pass + 1)); else
-  echo "FAIL --log-jsonl past the file size limit: exit $rc"; sed 's/^/  /' "$TMP/err" | head -5; fails=$((fails + 1)); fi
+  echo "FAIL --log-jsonl past the file size limit: exit $rc"; head -5 "$TMP/err" | sed 's/^/  /'; fails=$((fails + 1)); fi
 
 # 4. needle-convert -o and --export-pkl: a valid previous file stays byte-identical.
 "$C" "$DATA/tiny_np1_f16.pkl" -o "$TMP/d.needle" --type f32 -q

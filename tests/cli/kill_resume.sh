@@ -69,7 +69,7 @@ for i in "${!POINTS[@]}"; do
     137) killed=$((killed + 1)) ;;
     0) finished=$((finished + 1)) ;;
     *) echo "FAIL run $i (kill after $k steps + $delay s, ${resume[*]:-fresh}): exit $rc"
-       sed 's/^/  /' "$TMP/run$i.err" | head -5
+       head -5 "$TMP/run$i.err" | sed 's/^/  /'
        bad=$((bad + 1)) ;;
   esac
   if [ -f "$TMP/run/out.needle" ] && ! "$C" --verify "$TMP/run/out.needle" >/dev/null 2>&1; then
