@@ -624,10 +624,15 @@ Written at test time (`gen.py --derive`), not committed:
 """
 
 README_END = """
-Also run by the test, without a file here: a directory given as every file argument, a missing
-file, the 100 MB line as needle-run's query on stdin (documented: cut to 256 KiB with a warning,
-exit 0), and `needle-run --jsonl` over every JSONL case (documented: exit 0, one
-`{"error":"line N: ..."}` per bad line, processing goes on).
+Also run by the test, without a file here: a directory and a missing file given as every file
+argument; a directory as needle-convert's `-o` (exit 1, the directory untouched); the pickles of
+`tests/data/bad_pickles/`; the shared e2e tokenizer (2,000 pieces) for the 1,000-piece model; the
+100 MB line as needle-run's query on stdin (documented: cut to 256 KiB with a warning, exit 0);
+peak memory under 400 MB for each 100 MB input; and `needle-run --jsonl` over every JSONL case
+(documented: exit 0, one `{"error":"line N: ..."}` per bad line, processing goes on).
+
+Known failures (bugs in needle-finetune, see docs/security.md): the `[finetune DATA -q]` cases,
+whose one error line says "too little data" without naming the bad line's problem.
 """
 
 
