@@ -56,6 +56,19 @@ no_temp "checkpoint write fails" "$TMP"
 expect_exit 0 "resume after the failure" -- "$F" "${ARGS[@]}" -q -o "$TMP/a.needle" --resume "$TMP/ck" --checkpoint-every 1000
 same "resume after the failure equals the uninterrupted run" "$TMP/ref.needle" "$TMP/a.needle"
 
+# 1b. SIGTERM when its checkpoint cannot be written: exit 1 and one line saying so; it must
+#     not claim that a checkpoint was saved.
+bash -c "ulimit -f $limit; exec '$F' \"\$@\" -q -o '$TMP/e.needle' --checkpoint-dir '$TMP/ck3' --checkpoint-every 1000 \
+  --log-jsonl '$TMP/e.log'" _ "${ARGS[@]}" >/dev/null 2>"$TMP/err" &
+pid=$!
+for _ in $(seq 1 1200); do [ "$(cat "$TMP/e.log" 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 0.05; done
+kill -TERM $pid 2>/dev/null || true
+rc=0; wait $pid || rc=$?
+if [ "$rc" = 1 ] && [ "$(grep -c '' "$TMP/err")" = 1 ] && grep -q "File too large" "$TMP/err" &&
+   ! grep -q "checkpoint saved" "$TMP/err"; then pass=$((pass + 1)); else
+  echo "FAIL SIGTERM with a failing checkpoint write: exit $rc"; head -5 "$TMP/err" | sed 's/^/  /'; fails=$((fails + 1)); fi
+no_temp "SIGTERM with a failing checkpoint write" "$TMP"
+
 # 2. The output write fails (limit under the output's size, above everything else written):
 #    exit 1, one line naming the problem, the previous output untouched, no temporary file.
 echo "previous" >"$TMP/b.needle"
