@@ -123,6 +123,12 @@ class Constraint {
   virtual Status advance(int token) = 0;
   // Whether the output so far is complete (EOS allowed).
   virtual bool done() const = 0;
+  // How many more tokens may be generated, EOS included, counting the next one (the decode
+  // steps left); each advance() counts it down; negative or reset(): no limit. The schema
+  // engine then allows a token only if the shortest completion after it, spelled with
+  // single-byte tokens, plus EOS still fits, so the output always ends complete and valid
+  // within the budget (docs/decoding.md). No-op for the other engines.
+  virtual void set_budget(int remaining_tokens) { (void)remaining_tokens; }
 
   // Sets logits[i] = -inf for every disallowed id (n = vocab size).
   void apply(float* logits, size_t n);

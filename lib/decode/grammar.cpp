@@ -6,6 +6,7 @@
 #include "decode/grammar.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 
@@ -243,6 +244,47 @@ struct CSchema {
   std::vector<uint64_t> required;  // bitset over property ids, key_dfa words long
 };
 
+// ---- Shortest completions: tables ---------------------------------------------------------
+
+constexpr int64_t kInf = int64_t{1} << 40;  // no completion (a needed byte is not available)
+
+int64_t add(int64_t a, int64_t b) { return a >= kInf || b >= kInf ? kInf : std::min(a + b, kInf); }
+
+using ByteSet = std::array<bool, 256>;
+
+// One literal reachable from a literal-automaton node: `dist` bytes away, `cost` = dist plus
+// what choosing that literal adds to the completion of the enclosing construct (see
+// build_completion).
+struct LitOpt {
+  int64_t cost;
+  int32_t lit;
+  int32_t dist;
+};
+
+struct DfaCompletion {
+  std::vector<uint32_t> off;  // per node: opts[off[n], off[n + 1]), sorted by (cost, lit)
+  std::vector<LitOpt> opts;
+  const LitOpt* begin(int32_t n) const { return opts.data() + off[static_cast<size_t>(n)]; }
+  const LitOpt* end(int32_t n) const { return opts.data() + off[static_cast<size_t>(n) + 1]; }
+  int32_t dist(int32_t n, int32_t lit) const {
+    for (const LitOpt* o = begin(n); o != end(n); ++o)
+      if (o->lit == lit) return o->dist;
+    return -1;
+  }
+};
+
+// Per grammar and set of usable bytes (every byte for SchemaMatcher; the bytes with a
+// single-byte token for a constraint): the lengths that make shortest completions computable
+// from any state in O(stack depth + required keys).
+struct Completion {
+  ByteSet avail{};
+  std::vector<DfaCompletion> dfas;
+  std::vector<int64_t> minval;              // per schema: length of its shortest value
+  std::vector<uint8_t> null_min;            // per schema: that value is `null`
+  std::vector<std::vector<int64_t>> item;   // per Object schema, per property id: |,"key":v|
+  int64_t call = kInf;                      // shortest {"name":..,"arguments":{..}}
+};
+
 }  // namespace
 
 struct Grammar {
@@ -252,6 +294,7 @@ struct Grammar {
   int32_t any_schema = -1, tf_dfa = -1, null_dfa = -1, name_dfa = -1;
   std::vector<int32_t> tool_args;  // per name literal id: the arguments object schema
   size_t n_tools = 0;
+  std::shared_ptr<const Completion> completion;  // every byte usable
 
   int32_t add_dfa(const LitDfaBuilder& b) {
     dfas.push_back(b.build());
@@ -346,6 +389,10 @@ int32_t Grammar::compile(const ArgSchema& s) {
   return static_cast<int32_t>(schemas.size() - 1);
 }
 
+namespace {
+std::shared_ptr<const Completion> build_completion(const Grammar& g, const ByteSet& avail);
+}  // namespace
+
 Result<std::shared_ptr<const Grammar>> compile_grammar(const std::vector<ToolSpec>& tools,
                                                        const SchemaOptions& opt) {
   if (opt.max_int_digits < 1 || opt.max_frac_digits < 1 || opt.max_exp_digits < 1)
@@ -372,6 +419,9 @@ Result<std::shared_ptr<const Grammar>> compile_grammar(const std::vector<ToolSpe
   }
   g->n_tools = static_cast<size_t>(id);
   g->name_dfa = g->add_dfa(names);
+  ByteSet all;
+  all.fill(true);
+  g->completion = build_completion(*g, all);
   return std::shared_ptr<const Grammar>(std::move(g));
 }
 
@@ -406,6 +456,10 @@ enum : uint8_t { NStart, NMinus, NZero, NInt, NDot, NFrac, NE, NESign, NExp };
 
 constexpr char kFix1[] = "\"name\":\"";
 constexpr char kFix2[] = ",\"arguments\":";
+constexpr int32_t kFix1Len = sizeof(kFix1) - 1, kFix2Len = sizeof(kFix2) - 1;
+// UTF-8 continuation byte ranges, by the range code a String frame keeps in `b`.
+constexpr uint8_t kUtf8Lo[] = {0x80, 0xA0, 0x80, 0x90, 0x80};
+constexpr uint8_t kUtf8Hi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
 
 int hexval(uint8_t c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -775,9 +829,7 @@ class Machine {
         f.stage = SUtf8;
         return R::Ok;
       case SUtf8: {
-        static constexpr uint8_t lo[] = {0x80, 0xA0, 0x80, 0x90, 0x80};
-        static constexpr uint8_t hi[] = {0xBF, 0xBF, 0x9F, 0xBF, 0x8F};
-        if (c < lo[f.b] || c > hi[f.b]) return R::Bad;
+        if (c < kUtf8Lo[f.b] || c > kUtf8Hi[f.b]) return R::Bad;
         f.b = 0;
         if (--f.a == 0) f.stage = SContent;
         return R::Ok;
@@ -874,13 +926,500 @@ class Machine {
   const Grammar& g_;
 };
 
+// ---- Shortest completions ------------------------------------------------------------------
+//
+// The shortest byte string that takes a state to a complete output: each open frame, from the
+// innermost out, is finished in the fewest bytes (a parent frame is always in its "after the
+// value" stage while a child is open, so the frames' costs simply add up). Values are the
+// shortest of their schema (`0`, `""`, `true`, `[]`, `{}`, `null` when nullable and shorter,
+// the shortest enum literal, a typed object with only its required keys); literals (names,
+// keys, enums) take their shortest encoding over the usable bytes; the cheapest still unused
+// key is chosen when a key is open or has to be started.
+
+using DistList = std::vector<std::pair<int32_t, int32_t>>;  // (literal, bytes), by literal
+
+// Distances from `n` to every literal reachable over usable bytes (the automaton is acyclic).
+void literal_distances(const LitDfa& d, const ByteSet& avail, int32_t n, std::vector<DistList>& out,
+                       std::vector<uint8_t>& done) {
+  const auto un = static_cast<size_t>(n);
+  if (done[un]) return;
+  done[un] = 1;
+  const LitDfa::Node& nd = d.nodes[un];
+  DistList acc;
+  if (nd.accept >= 0) acc.push_back({nd.accept, 0});
+  for (uint32_t e = nd.first; e < nd.first + nd.n; ++e) {
+    if (!avail[d.edges[e].first]) continue;
+    const int32_t ch = d.edges[e].second;
+    literal_distances(d, avail, ch, out, done);
+    for (const auto& [lit, k] : out[static_cast<size_t>(ch)]) acc.push_back({lit, k + 1});
+  }
+  std::sort(acc.begin(), acc.end());
+  acc.erase(std::unique(acc.begin(), acc.end(),
+                        [](const auto& a, const auto& b) { return a.first == b.first; }),
+            acc.end());
+  out[un] = std::move(acc);
+}
+
+bool bit(const std::vector<uint64_t>& bits, size_t i) { return bits[i / 64] >> (i % 64) & 1; }
+
+std::shared_ptr<const Completion> build_completion(const Grammar& g, const ByteSet& avail) {
+  auto c = std::make_shared<Completion>();
+  c->avail = avail;
+  const size_t n_dfas = g.dfas.size();
+  std::vector<std::vector<DistList>> dist(n_dfas);
+  for (size_t i = 0; i < n_dfas; ++i) {
+    const LitDfa& d = g.dfas[i];
+    dist[i].resize(d.nodes.size());
+    std::vector<uint8_t> done(d.nodes.size(), 0);
+    for (size_t n = 0; n < d.nodes.size(); ++n)
+      literal_distances(d, avail, static_cast<int32_t>(n), dist[i], done);
+  }
+  auto root_dist = [&](int32_t dfa, size_t lit) -> int64_t {
+    for (const auto& [l, k] : dist[static_cast<size_t>(dfa)][0])
+      if (static_cast<size_t>(l) == lit) return k;
+    return kInf;
+  };
+  // Shortest values, children before parents (compile() pushes a schema after its parts).
+  const size_t n_schemas = g.schemas.size();
+  c->minval.assign(n_schemas, kInf);
+  c->null_min.assign(n_schemas, 0);
+  c->item.resize(n_schemas);
+  for (size_t i = 0; i < n_schemas; ++i) {
+    const CSchema& sc = g.schemas[i];
+    if (sc.enum_dfa >= 0) {  // the literals include null when nullable
+      for (const auto& [l, k] : dist[static_cast<size_t>(sc.enum_dfa)][0])
+        c->minval[i] = std::min<int64_t>(c->minval[i], k);
+      continue;
+    }
+    int64_t v = kInf;
+    switch (sc.kind) {
+      case SK::Any:
+      case SK::Number:
+      case SK::Integer: v = 1; break;  // 0
+      case SK::String:                 // ""
+      case SK::Array:                  // []
+      case SK::FreeObject: v = 2; break;  // {}
+      case SK::Boolean: v = 4; break;  // true
+      case SK::Null: break;
+      case SK::Object: {
+        auto& item = c->item[i];
+        item.assign(sc.prop_schema.size(), kInf);
+        int64_t sum = 0;
+        bool any = false;
+        for (size_t p = 0; p < sc.prop_schema.size(); ++p) {
+          if (sc.prop_schema[p] < 0) continue;  // a duplicate name
+          item[p] = add(add(4, root_dist(sc.key_dfa, p)),  // ,"key":value
+                        c->minval[static_cast<size_t>(sc.prop_schema[p])]);
+          if (bit(sc.required, p)) sum = add(sum, item[p]), any = true;
+        }
+        v = any ? add(sum, 1) : 2;  // '{' + required items, the first without ',' + '}'
+        break;
+      }
+    }
+    if ((sc.nullable || sc.kind == SK::Null || sc.kind == SK::Any) && v > 4) {
+      v = 4;
+      c->null_min[i] = 1;
+    }
+    c->minval[i] = v;
+  }
+  // What choosing each literal adds besides its own bytes, per automaton role.
+  std::vector<std::vector<int64_t>> ext(n_dfas);
+  for (size_t i = 0; i < n_schemas; ++i) {
+    const CSchema& sc = g.schemas[i];
+    if (sc.kind != SK::Object || sc.enum_dfa >= 0) continue;
+    // In an open key: '"' ':' value, and the item no longer owed if the key is required
+    // (the object's cost counts every unused required item, see Completer::object_cost).
+    auto& e = ext[static_cast<size_t>(sc.key_dfa)];
+    e.assign(sc.prop_schema.size(), kInf);
+    for (size_t p = 0; p < sc.prop_schema.size(); ++p) {
+      if (sc.prop_schema[p] < 0) continue;
+      const int64_t val = add(2, c->minval[static_cast<size_t>(sc.prop_schema[p])]);
+      if (!bit(sc.required, p))
+        e[p] = val;
+      else if (c->item[i][p] < kInf)
+        e[p] = val - c->item[i][p];
+    }
+  }
+  {  // A name: '"' ,"arguments": ARGS '}'
+    auto& e = ext[static_cast<size_t>(g.name_dfa)];
+    e.assign(g.tool_args.size(), kInf);
+    for (size_t t = 0; t < g.tool_args.size(); ++t)
+      e[t] = add(1 + kFix2Len + 1, c->minval[static_cast<size_t>(g.tool_args[t])]);
+  }
+  c->dfas.resize(n_dfas);
+  for (size_t i = 0; i < n_dfas; ++i) {
+    DfaCompletion& dc = c->dfas[i];
+    const auto& e = ext[i];
+    dc.off.push_back(0);
+    for (const DistList& dl : dist[i]) {
+      const size_t from = dc.opts.size();
+      for (const auto& [l, k] : dl) {
+        const int64_t x = e.empty() ? 0 : e[static_cast<size_t>(l)];
+        dc.opts.push_back({add(k, x), l, k});
+      }
+      std::sort(dc.opts.begin() + static_cast<std::ptrdiff_t>(from), dc.opts.end(),
+                [](const LitOpt& a, const LitOpt& b) {
+                  return a.cost != b.cost ? a.cost < b.cost : a.lit < b.lit;
+                });
+      dc.off.push_back(static_cast<uint32_t>(dc.opts.size()));
+    }
+  }
+  const DfaCompletion& names = c->dfas[static_cast<size_t>(g.name_dfa)];
+  if (g.n_tools > 0 && names.begin(0) != names.end(0)) c->call = add(1 + kFix1Len, names.begin(0)->cost);
+  return c;
+}
+
+// Cost (length) and text of the shortest completion of a state.
+class Completer {
+ public:
+  Completer(const Grammar& g, const Completion& c) : g_(g), c_(c) {}
+
+  int64_t cost(const GState& s) const {
+    int64_t t = 0;
+    for (const Frame& f : s.frames) t = add(t, frame_cost(s, f));
+    return t;
+  }
+
+  // Empty when complete; meaningful only when cost(s) < kInf.
+  std::string text(const GState& s) const {
+    std::string out;
+    for (size_t i = s.frames.size(); i-- > 0;) frame_text(s, s.frames[i], out);
+    return out;
+  }
+
+ private:
+  const CSchema& schema(int32_t i) const { return g_.schemas[static_cast<size_t>(i)]; }
+  const DfaCompletion& dc(int32_t i) const { return c_.dfas[static_cast<size_t>(i)]; }
+  int64_t minval(int32_t schema) const { return c_.minval[static_cast<size_t>(schema)]; }
+  int32_t prop_schema(const Frame& f) const {
+    return schema(f.x).prop_schema[static_cast<size_t>(f.y)];
+  }
+
+  // The cheapest literal from `node` not in `used` (null: all allowed), or nullptr.
+  const LitOpt* best(int32_t dfa, int32_t node, const uint64_t* used) const {
+    const DfaCompletion& d = dc(dfa);
+    for (const LitOpt* o = d.begin(node); o != d.end(node); ++o)
+      if (!used || !(used[o->lit / 64] >> (o->lit % 64) & 1)) return o->cost < kInf ? o : nullptr;
+    return nullptr;
+  }
+  int64_t best_cost(int32_t dfa, int32_t node, const uint64_t* used) const {
+    const LitOpt* o = best(dfa, node, used);
+    return o ? o->cost : kInf;
+  }
+
+  // Bytes from `node` to the end of literal `lit` (its shortest usable encoding).
+  void path(int32_t dfa, int32_t node, int32_t lit, std::string& out) const {
+    const LitDfa& d = g_.dfas[static_cast<size_t>(dfa)];
+    const DfaCompletion& t = dc(dfa);
+    for (int32_t k = t.dist(node, lit); k > 0; --k) {
+      const LitDfa::Node& nd = d.nodes[static_cast<size_t>(node)];
+      for (uint32_t e = nd.first; e < nd.first + nd.n; ++e) {
+        const auto [b, child] = d.edges[e];
+        if (c_.avail[b] && t.dist(child, lit) == k - 1) {
+          out.push_back(static_cast<char>(b));
+          node = child;
+          break;
+        }
+      }
+    }
+  }
+
+  void value_text(int32_t i, std::string& out) const {
+    const CSchema& sc = schema(i);
+    if (sc.enum_dfa >= 0) {
+      if (const LitOpt* o = best(sc.enum_dfa, 0, nullptr)) path(sc.enum_dfa, 0, o->lit, out);
+      return;
+    }
+    if (c_.null_min[static_cast<size_t>(i)]) {
+      out += "null";
+      return;
+    }
+    switch (sc.kind) {
+      case SK::Any:
+      case SK::Number:
+      case SK::Integer: out += '0'; return;
+      case SK::String: out += "\"\""; return;
+      case SK::Boolean: out += "true"; return;
+      case SK::Null: out += "null"; return;
+      case SK::Array: out += "[]"; return;
+      case SK::FreeObject: out += "{}"; return;
+      case SK::Object: {
+        out += '{';
+        bool first = true;
+        for (size_t p = 0; p < sc.prop_schema.size(); ++p) {
+          if (sc.prop_schema[p] < 0 || !bit(sc.required, p)) continue;
+          if (!first) out += ',';
+          first = false;
+          item_text(i, static_cast<int32_t>(p), out);
+        }
+        out += '}';
+        return;
+      }
+    }
+  }
+
+  // "key":value for property p of object schema i.
+  void item_text(int32_t i, int32_t p, std::string& out) const {
+    const CSchema& sc = schema(i);
+    out += '"';
+    path(sc.key_dfa, 0, p, out);
+    out += "\":";
+    value_text(sc.prop_schema[static_cast<size_t>(p)], out);
+  }
+
+  // Typed object: the required items not written yet, each with its ','.
+  int64_t rest_cost(const Frame& f, const uint64_t* used, bool* any) const {
+    const CSchema& sc = schema(f.x);
+    const auto& item = c_.item[static_cast<size_t>(f.x)];
+    int64_t sum = 0;
+    *any = false;
+    for (size_t w = 0; w < sc.required.size(); ++w)
+      for (uint64_t m = sc.required[w] & ~used[w]; m; m &= m - 1) {
+        sum = add(sum, item[w * 64 + static_cast<size_t>(__builtin_ctzll(m))]);
+        *any = true;
+      }
+    return sum;
+  }
+  void rest_text(const Frame& f, const uint64_t* used, int32_t skip, std::string& out) const {
+    const CSchema& sc = schema(f.x);
+    for (size_t w = 0; w < sc.required.size(); ++w)
+      for (uint64_t m = sc.required[w] & ~used[w]; m; m &= m - 1) {
+        const auto p = static_cast<int32_t>(w * 64 + static_cast<size_t>(__builtin_ctzll(m)));
+        if (p == skip) continue;
+        out += ',';
+        item_text(f.x, p, out);
+      }
+  }
+
+  const uint64_t* used_of(const GState& s, const Frame& f) const { return s.used.data() + f.z; }
+
+  int64_t object_cost(const GState& s, const Frame& f) const {
+    const uint64_t* used = used_of(s, f);
+    bool any = false;
+    const int64_t rest = rest_cost(f, used, &any);
+    const int32_t keys = schema(f.x).key_dfa;
+    // An open key at `node`: its cheapest unused literal (ext counts '":' value and drops
+    // its own item from `rest`), then the other required items and '}'.
+    auto key = [&](int32_t node) { return add(add(rest, 1), best_cost(keys, node, used)); };
+    switch (f.stage) {
+      case OInit: return add(1, any ? add(1, key(0)) : 1);
+      case OOpen: return any ? add(1, key(0)) : 1;
+      case OComma: return add(1, key(0));
+      case OKey: return key(f.y);
+      case OColon: return add(add(2, minval(prop_schema(f))), rest);
+      case OValue: return add(add(1, minval(prop_schema(f))), rest);
+      case OAfter: return add(rest, 1);
+      default: return kInf;
+    }
+  }
+
+  void object_text(const GState& s, const Frame& f, std::string& out) const {
+    const uint64_t* used = used_of(s, f);
+    bool any = false;
+    rest_cost(f, used, &any);
+    const int32_t keys = schema(f.x).key_dfa;
+    auto key = [&](int32_t node) {
+      const LitOpt* o = best(keys, node, used);
+      if (!o) return;
+      path(keys, node, o->lit, out);
+      out += "\":";
+      value_text(schema(f.x).prop_schema[static_cast<size_t>(o->lit)], out);
+      rest_text(f, used, o->lit, out);
+      out += '}';
+    };
+    switch (f.stage) {
+      case OInit:
+      case OOpen:
+        if (f.stage == OInit) out += '{';
+        if (!any) {
+          out += '}';
+          return;
+        }
+        out += '"';
+        return key(0);
+      case OComma: out += '"'; return key(0);
+      case OKey: return key(f.y);
+      case OColon: out += ':'; [[fallthrough]];
+      case OValue: value_text(prop_schema(f), out); [[fallthrough]];
+      case OAfter: rest_text(f, used, -1, out); out += '}'; return;
+      default: return;
+    }
+  }
+
+  // A String frame: the bytes to its closing quote.
+  int64_t string_cost(const Frame& f) const {
+    switch (f.stage) {
+      case SInit: return 2;
+      case SContent: return 1;
+      case SUtf8: {
+        std::string tail;
+        return utf8_tail(f, tail) ? f.a + 1 : kInf;
+      }
+      case SEsc: return 2;
+      case SU0:
+      case SU1:
+      case SU2:
+      case SU3: {
+        const int k = SU3 - f.stage + 1;  // hex digits left
+        const int32_t v = f.x << (4 * k);  // filled with '0'
+        return k + (v >= 0xD800 && v <= 0xDBFF ? 6 : 0) + 1;
+      }
+      default: return (SL3 - f.stage + 1) + 1;  // the rest of \udc00, then '"'
+    }
+  }
+  // The smallest usable bytes that finish a multi-byte character.
+  bool utf8_tail(const Frame& f, std::string& out) const {
+    for (int i = 0; i < f.a; ++i) {
+      const uint8_t lo = i == 0 ? kUtf8Lo[f.b] : 0x80, hi = i == 0 ? kUtf8Hi[f.b] : 0xBF;
+      int b = lo;
+      while (b <= hi && !c_.avail[static_cast<size_t>(b)]) ++b;
+      if (b > hi) return false;
+      out.push_back(static_cast<char>(b));
+    }
+    return true;
+  }
+  void string_text(const Frame& f, std::string& out) const {
+    switch (f.stage) {
+      case SInit: out += '"'; break;
+      case SContent: break;
+      case SUtf8: utf8_tail(f, out); break;
+      case SEsc: out += 'n'; break;
+      case SU0:
+      case SU1:
+      case SU2:
+      case SU3: {
+        const int k = SU3 - f.stage + 1;
+        const int32_t v = f.x << (4 * k);
+        out.append(static_cast<size_t>(k), '0');
+        if (v >= 0xD800 && v <= 0xDBFF) out += "\\udc00";
+        break;
+      }
+      default: {
+        static constexpr std::string_view kLow = "\\udc00";
+        out += kLow.substr(static_cast<size_t>(f.stage - SLSlash));
+      }
+    }
+    out += '"';
+  }
+
+  int64_t frame_cost(const GState& s, const Frame& f) const {
+    switch (f.kind) {
+      case FK::Root:
+        switch (f.stage) {
+          case RStart:
+          case RSpace: return 2;
+          case ROpen:
+          case RAfter: return 1;
+          case RNext: return add(c_.call, 1);
+          default: return 0;
+        }
+      case FK::Call: {
+        const auto args = [&] {
+          return add(minval(g_.tool_args[static_cast<size_t>(f.y)]), 1);
+        };
+        switch (f.stage) {
+          case CFix1: return add(kFix1Len - f.x, best_cost(g_.name_dfa, 0, nullptr));
+          case CName: return best_cost(g_.name_dfa, f.x, nullptr);
+          case CFix2: return add(kFix2Len - f.x, args());
+          case CArgs: return args();
+          default: return 1;
+        }
+      }
+      case FK::Object: return object_cost(s, f);
+      case FK::FreeObject: {
+        // OInit {} | OOpen } | OColon :0} | OValue 0} | OAfter } | OComma "":0}
+        static constexpr int64_t k[] = {2, 1, kInf, 3, 2, 1, 5};
+        return k[f.stage];
+      }
+      case FK::Array:
+        switch (f.stage) {
+          case AInit: return 2;
+          case ANext: return add(minval(f.x), 1);
+          default: return 1;
+        }
+      case FK::String: return string_cost(f);
+      case FK::Number:
+        return f.stage == NZero || f.stage == NInt || f.stage == NFrac || f.stage == NExp ? 0 : 1;
+      case FK::Literal: return best_cost(f.x, f.y, nullptr);
+    }
+    return kInf;
+  }
+
+  void call_name_text(int32_t node, std::string& out) const {
+    const LitOpt* o = best(g_.name_dfa, node, nullptr);
+    if (!o) return;
+    path(g_.name_dfa, node, o->lit, out);
+    out += '"';
+    out += kFix2;
+    value_text(g_.tool_args[static_cast<size_t>(o->lit)], out);
+    out += '}';
+  }
+
+  void frame_text(const GState& s, const Frame& f, std::string& out) const {
+    switch (f.kind) {
+      case FK::Root:
+        switch (f.stage) {
+          case RStart:
+          case RSpace: out += "[]"; return;
+          case ROpen:
+          case RAfter: out += ']'; return;
+          case RNext:
+            out += '{';
+            out += kFix1;
+            call_name_text(0, out);
+            out += ']';
+            return;
+          default: return;
+        }
+      case FK::Call:
+        switch (f.stage) {
+          case CFix1:
+            out += kFix1 + f.x;
+            return call_name_text(0, out);
+          case CName: return call_name_text(f.x, out);
+          case CFix2: out += kFix2 + f.x; [[fallthrough]];
+          case CArgs: value_text(g_.tool_args[static_cast<size_t>(f.y)], out); [[fallthrough]];
+          default: out += '}'; return;
+        }
+      case FK::Object: return object_text(s, f, out);
+      case FK::FreeObject: {
+        static constexpr const char* k[] = {"{}", "}", "", ":0}", "0}", "}", "\"\":0}"};
+        out += k[f.stage];
+        return;
+      }
+      case FK::Array:
+        switch (f.stage) {
+          case AInit: out += "[]"; return;
+          case ANext: value_text(f.x, out); [[fallthrough]];
+          default: out += ']'; return;
+        }
+      case FK::String: return string_text(f, out);
+      case FK::Number:
+        if (!(f.stage == NZero || f.stage == NInt || f.stage == NFrac || f.stage == NExp)) out += '0';
+        return;
+      case FK::Literal: {
+        if (const LitOpt* o = best(f.x, f.y, nullptr)) path(f.x, f.y, o->lit, out);
+        return;
+      }
+    }
+  }
+
+  const Grammar& g_;
+  const Completion& c_;
+};
+
 // ---- The constraint ----------------------------------------------------------------------
 
 class SchemaConstraint final : public Constraint {
  public:
   SchemaConstraint(std::shared_ptr<const TokenIndex> index, std::shared_ptr<const Grammar> g,
-                   bool cont_ok)
-      : index_(std::move(index)), g_(std::move(g)), m_(*g_), cont_ok_(cont_ok) {
+                   bool cont_ok, std::shared_ptr<const Completion> completion)
+      : index_(std::move(index)),
+        g_(std::move(g)),
+        m_(*g_),
+        completion_(std::move(completion)),
+        cm_(*g_, *completion_),
+        cont_ok_(cont_ok) {
     scratch_.resize(index_->trie().max_depth() + 2);
     reset();
   }
@@ -889,6 +1428,11 @@ class SchemaConstraint final : public Constraint {
     m_.init(state_);
     started_ = false;
     finished_ = false;
+    budget_ = -1;
+  }
+
+  void set_budget(int remaining_tokens) override {
+    budget_ = remaining_tokens < 0 ? -1 : remaining_tokens;
   }
 
   size_t allowed(std::vector<uint8_t>& mask) override {
@@ -899,15 +1443,22 @@ class SchemaConstraint final : public Constraint {
       for (int id : index_->eos_ids()) mark(id);
       return count_;
     }
-    if (!started_)
+    limited_ = budget_ >= 0;
+    ends_.clear();
+    const int64_t here = limited_ ? cm_.cost(state_) : 0;
+    if (!started_) {
       for (int id : index_->lead_ids()) mark(id);
+      if (limited_) ends_.push_back({nullptr, kLeadIds, here});  // text-less: same completion
+    }
     const ByteTrie* trie = &index_->trie();
     if (m_.in_plain_string(state_)) {  // every plain token is allowed inside a string
       for (int id : index_->plain_ids()) mark(id);
+      if (limited_) ends_.push_back({nullptr, kPlainIds, here});  // string content: same completion
       trie = &index_->special_trie();
     }
     scratch_[0] = state_;
     walk(*trie, 0, 0);
+    if (limited_) apply_budget();
     return count_;
   }
 
@@ -916,15 +1467,36 @@ class SchemaConstraint final : public Constraint {
       return make_error("constraint: token id {} outside the vocabulary ({})", token,
                         index_->size());
     if (finished_) return make_error("constraint: token {} after EOS", token);
+    // Under a budget a token must leave a completion that fits, EOS included. When even the
+    // shortest completion does not fit any more (budgets below `[]` + EOS), the allowed set
+    // (the tokens that get closest) decides.
+    int64_t room = -1;  // the longest completion a token may leave, or -1: no budget
+    if (budget_ >= 0) {
+      if (cm_.cost(state_) + 1 <= budget_) {
+        room = budget_ - 2;
+      } else {
+        std::vector<uint8_t> mask;
+        allowed(mask);
+        if (!mask[static_cast<size_t>(token)])
+          return make_error("constraint: token {} is not allowed here (token budget)", token);
+      }
+    }
+    const auto over_budget = [&](const GState& after) { return room >= 0 && cm_.cost(after) > room; };
     if (index_->is_eos(token)) {
       if (!m_.complete(state_))
         return make_error("constraint: EOS before the call list is complete");
       finished_ = true;
+      consume();
       return Status::ok();
     }
     if (index_->is_lead(token)) {
       if (started_) return make_error("constraint: token {} is only allowed first", token);
+      if (over_budget(state_))
+        return make_error("constraint: token {} leaves no room to complete the output within the "
+                          "token budget",
+                          token);
       started_ = true;
+      consume();
       return Status::ok();
     }
     const std::string& bytes = index_->bytes(token);
@@ -935,19 +1507,62 @@ class SchemaConstraint final : public Constraint {
         return make_error("constraint: token {} is not allowed here", token);
     if (!m_.token_end_ok(scratch_[0], cont_ok_))
       return make_error("constraint: token {} is not allowed here", token);
+    if (over_budget(scratch_[0]))
+      return make_error("constraint: token {} leaves no room to complete the output within the "
+                        "token budget",
+                        token);
     std::swap(state_, scratch_[0]);
     started_ = true;
+    consume();
     return Status::ok();
   }
 
   bool done() const override { return m_.complete(state_); }
 
  private:
+  // Allowed tokens ending at one trie node (or a group: lead ids, plain ids) and the length of
+  // the shortest completion after them.
+  struct End {
+    const ByteTrie* trie;  // nullptr: a group
+    uint32_t node;
+    int64_t after;
+  };
+  enum : uint32_t { kLeadIds, kPlainIds };
+
+  void consume() {
+    if (budget_ > 0) --budget_;
+  }
+
   void mark(int id) {
     auto& m = (*mask_)[static_cast<size_t>(id)];
     if (!m) {
       m = 1;
       ++count_;
+    }
+  }
+  void unmark(int id) {
+    auto& m = (*mask_)[static_cast<size_t>(id)];
+    if (m) {
+      m = 0;
+      --count_;
+    }
+  }
+
+  // Keeps the tokens whose shortest completion still fits: at most budget - 2 bytes (one
+  // single-byte token per byte, then EOS). If none does (the budget was below the shortest
+  // output from the start), the ones that leave the shortest completion.
+  void apply_budget() {
+    int64_t least = kInf;
+    for (const End& e : ends_) least = std::min(least, e.after);
+    const int64_t limit = std::max<int64_t>(static_cast<int64_t>(budget_) - 2, least);
+    for (const End& e : ends_) {
+      if (e.after <= limit) continue;
+      if (!e.trie) {
+        for (int id : e.node == kLeadIds ? index_->lead_ids() : index_->plain_ids()) unmark(id);
+        continue;
+      }
+      const auto& nd = e.trie->node(e.node);
+      for (uint32_t i = nd.sub_begin; i < nd.sub_begin + nd.n_end; ++i) unmark(e.trie->order()[i]);
     }
   }
 
@@ -959,9 +1574,11 @@ class SchemaConstraint final : public Constraint {
       ns = scratch_[depth];
       if (!m_.feed(ns, edges[e].label)) continue;
       const auto& child = t.node(edges[e].child);
-      if (child.n_end > 0 && m_.token_end_ok(ns, cont_ok_))
+      if (child.n_end > 0 && m_.token_end_ok(ns, cont_ok_)) {
         for (uint32_t i = child.sub_begin; i < child.sub_begin + child.n_end; ++i)
           mark(t.order()[i]);
+        if (limited_) ends_.push_back({&t, edges[e].child, cm_.cost(ns)});
+      }
       if (child.n_edges > 0) walk(t, edges[e].child, depth + 1);
     }
   }
@@ -969,10 +1586,15 @@ class SchemaConstraint final : public Constraint {
   std::shared_ptr<const TokenIndex> index_;
   std::shared_ptr<const Grammar> g_;
   Machine m_;
+  std::shared_ptr<const Completion> completion_;
+  Completer cm_;
   bool cont_ok_;
   GState state_;
   std::vector<GState> scratch_;
   bool started_ = false, finished_ = false;
+  int budget_ = -1;  // tokens that may still be generated (EOS included); -1: no limit
+  bool limited_ = false;
+  std::vector<End> ends_;
   std::vector<uint8_t>* mask_ = nullptr;
   size_t count_ = 0;
 };
@@ -993,7 +1615,16 @@ Result<std::unique_ptr<Constraint>> make_schema_constraint(std::shared_ptr<const
   bool cont_ok = true;
   for (int b = 0x80; b < 0xC0; ++b) cont_ok = cont_ok && index->byte_available(static_cast<uint8_t>(b));
   NEEDLE_ASSIGN(auto g, compile_grammar(tools, opt));
-  return std::unique_ptr<Constraint>(new SchemaConstraint(std::move(index), std::move(g), cont_ok));
+  // Completions under a budget are spelled with single-byte tokens: only those bytes count.
+  ByteSet avail;
+  bool every_byte = true;
+  for (int b = 0; b < 256; ++b) {
+    avail[static_cast<size_t>(b)] = index->byte_available(static_cast<uint8_t>(b));
+    every_byte = every_byte && avail[static_cast<size_t>(b)];
+  }
+  auto completion = every_byte ? g->completion : build_completion(*g, avail);
+  return std::unique_ptr<Constraint>(
+      new SchemaConstraint(std::move(index), std::move(g), cont_ok, std::move(completion)));
 }
 
 // ---- SchemaMatcher -------------------------------------------------------------------------
@@ -1027,6 +1658,29 @@ bool SchemaMatcher::feed(std::string_view bytes) {
 }
 
 bool SchemaMatcher::complete() const { return Machine(*g_).complete(s_->s); }
+
+std::string SchemaMatcher::shortest_completion() const {
+  return Completer(*g_, *g_->completion).text(s_->s);
+}
+
+size_t SchemaMatcher::shortest_completion_length() const {
+  return static_cast<size_t>(Completer(*g_, *g_->completion).cost(s_->s));
+}
+
+std::string SchemaMatcher::state_key() const {
+  std::string k;
+  auto put = [&](const void* p, size_t n) { k.append(static_cast<const char*>(p), n); };
+  for (const Frame& f : s_->s.frames) {
+    const uint8_t b[] = {static_cast<uint8_t>(f.kind), f.stage, f.a, f.b};
+    put(b, sizeof b);
+    put(&f.x, sizeof f.x);
+    put(&f.y, sizeof f.y);
+    put(&f.z, sizeof f.z);
+  }
+  k.push_back('|');
+  for (uint64_t w : s_->s.used) put(&w, sizeof w);
+  return k;
+}
 
 std::string SchemaMatcher::allowed_bytes() const {
   Machine m(*g_);

@@ -39,6 +39,15 @@ class SchemaMatcher {
   bool complete() const;
   // Every byte value allowed next (each keeps a completion reachable).
   std::string allowed_bytes() const;
+  // A shortest byte string that makes the output complete from here ("" when complete):
+  // closes open strings, numbers, literals, arrays and objects, writes the still-required
+  // keys with the shortest values of their schemas (`0`, `""`, `true`, `[]`, `{}`, `null` when
+  // nullable and shorter, the shortest enum literal, objects with only their required keys),
+  // then `]`. Feeding it gives complete(); the schema constraint forces it under a budget.
+  std::string shortest_completion() const;
+  size_t shortest_completion_length() const;  // == shortest_completion().size(), cheaper
+  // Opaque; equal for equal automaton states (tests: searching over states).
+  std::string state_key() const;
 
  private:
   struct State;

@@ -102,6 +102,9 @@ Result<Generation> Generator::run(std::string_view query, const text::ToolSet& a
 
   Engine::DecodeState st;
   const int max_steps = std::max(opt.max_tokens, 0);
+  // Schema decoding closes the output within max_tokens (EOS included); the other engines
+  // ignore this. Not with ignore_eos, which asks for max_tokens steps whatever is written.
+  if (!opt.ignore_eos) c->set_budget(max_steps);
   engine_.start(enc_out, (int)enc_ids.size(), std::min(max_steps + 1, 64), st);
   const int vocab = engine_.config().vocab_size;
   std::vector<float> logits((size_t)vocab);

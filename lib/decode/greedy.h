@@ -19,7 +19,9 @@ namespace needle {
 
 struct GenerateOptions {
   decode::ConstrainMode constrain = decode::ConstrainMode::Schema;
-  int max_tokens = 511;      // decoder steps; the original stops after 511
+  // Decoder steps (EOS included); the original stops after 511. With --constrain schema the
+  // output is always complete within them (see Constraint::set_budget).
+  int max_tokens = 511;
   size_t max_enc_len = 1024;  // encoder tokens (query + <tools> + tools), truncated as the original
   bool ignore_eos = false;    // never stop early: EOS is masked (benchmarks, parity tests)
   int top_tools = 0;          // > 0: keep the K tools whose contrastive embedding is nearest the query's

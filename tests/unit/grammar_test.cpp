@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -433,8 +434,9 @@ struct WalkStats {
 // Samples one stream: random logits (structural closers favoured so that many streams finish),
 // argmax over the allowed ids. Checks the mask against advance() both ways.
 void random_stream(Constraint& c, const TokenIndex& idx, const std::vector<ToolSpec>& tools,
-                   std::mt19937& rng, size_t max_tokens, WalkStats& st) {
+                   std::mt19937& rng, size_t max_tokens, WalkStats& st, int budget = -1) {
   c.reset();
+  c.set_budget(budget);
   std::vector<uint8_t> mask;
   std::string text;
   std::uniform_real_distribution<float> u(0.f, 1.f);
@@ -517,23 +519,394 @@ TEST_CASE("schema constraint: property test over random tool sets and token stre
 TEST_CASE("schema constraint: mask time per step, 50 tools, vocab 8192", "[.bench]") {
   auto index = TokenIndex::build(synthetic_vocab(8192, 3));
   REQUIRE(index);
-  std::mt19937 rng(99);
-  WalkStats st;
-  for (int set = 0; set < 20; ++set) {
-    std::vector<ToolSpec> tools;
-    while (tools.size() < 50) {
-      auto more = random_tools(rng, 50);
-      for (auto& t : more)
-        if (tools.size() < 50) tools.push_back(std::move(t));
+  for (int budget : {-1, 511}) {  // without and with the token budget (same streams)
+    std::mt19937 rng(99);
+    WalkStats st;
+    for (int set = 0; set < 20; ++set) {
+      std::vector<ToolSpec> tools;
+      while (tools.size() < 50) {
+        auto more = random_tools(rng, 50);
+        for (auto& t : more)
+          if (tools.size() < 50) tools.push_back(std::move(t));
+      }
+      auto c = make_schema_constraint(*index, tools);
+      REQUIRE(c);
+      random_stream(**c, **index, tools, rng, 400, st, budget);
     }
+    auto& v = st.step_seconds;
+    std::sort(v.begin(), v.end());
+    std::printf("schema mask (vocab 8192, 50 tools, budget %d, %zu steps): mean %.1f us, "
+                "p50 %.1f us, p99 %.1f us, max %.1f us\n",
+                budget, st.steps, 1e6 * st.mask_seconds / static_cast<double>(st.steps),
+                1e6 * v[v.size() / 2], 1e6 * v[v.size() * 99 / 100], 1e6 * v.back());
+  }
+}
+
+// ---- Shortest completions and the token budget ------------------------------------------
+
+namespace {
+
+std::string completion_after(const std::vector<ToolSpec>& tools, std::string_view prefix) {
+  auto m = matcher(tools);
+  REQUIRE(m.feed(prefix));
+  const std::string c = m.shortest_completion();
+  CHECK(m.shortest_completion_length() == c.size());
+  auto done = m;
+  REQUIRE(done.feed(c));
+  CHECK(done.complete());
+  return c;
+}
+
+// Bytes a random prefix walk prefers: the structural ones (so that strings, numbers and
+// literals get closed and the walk reaches deep states), else any allowed byte.
+int pick_byte(const std::string& allowed, std::mt19937& rng) {
+  static const std::string structural = "\"]}:,{[0123456789-.eE+tfn\\u";
+  if (rng() % 2 == 0) {
+    std::string s;
+    for (char ch : allowed)
+      if (structural.find(ch) != std::string::npos) s.push_back(ch);
+    if (!s.empty()) return static_cast<unsigned char>(s[rng() % s.size()]);
+  }
+  return static_cast<unsigned char>(allowed[rng() % allowed.size()]);
+}
+
+// No complete state is reachable from `m` in fewer than `n` bytes (breadth first over
+// distinct automaton states).
+bool no_shorter_completion(const SchemaMatcher& m, size_t n) {
+  std::vector<SchemaMatcher> level = {m};
+  std::set<std::string> seen = {m.state_key()};
+  for (size_t d = 0; d < n; ++d) {
+    for (const auto& s : level)
+      if (s.complete()) return false;
+    std::vector<SchemaMatcher> next;
+    for (const auto& s : level)
+      for (char b : s.allowed_bytes()) {
+        SchemaMatcher t = s;
+        REQUIRE(t.feed(std::string_view(&b, 1)));
+        if (seen.insert(t.state_key()).second) next.push_back(std::move(t));
+      }
+    level = std::move(next);
+    if (level.size() > 20000) return true;  // too wide to finish: inconclusive, not a failure
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("shortest completion: targeted states", "[grammar][completion]") {
+  const auto tools = weather_tools();
+  CHECK(completion_after(tools, "") == "[]");
+  CHECK(completion_after(tools, " ") == "[]");
+  CHECK(completion_after(tools, "[") == "]");
+  CHECK(completion_after(tools, "[]").empty());
+  // The cheapest call: noop has no arguments.
+  CHECK(completion_after(tools, "[{") == "\"name\":\"noop\",\"arguments\":{}}]");
+  CHECK(completion_after(tools, "[{\"name\":\"noop\",\"arguments\":{}},") ==
+        "{\"name\":\"noop\",\"arguments\":{}}]");
+  // A name already started: the cheapest tool it can still become.
+  CHECK(completion_after(tools, "[{\"name\":\"s") == "et_timer\",\"arguments\":{\"minutes\":0}}]");
+  CHECK(completion_after(tools, "[{\"name\":\"get_weather\",\"argu") ==
+        "ments\":{\"location\":\"\"}}]");
+  // Required keys with their shortest values; optional ones are left out.
+  CHECK(completion_after(tools, "[{\"name\":\"get_weather\",\"arguments\":{") ==
+        "\"location\":\"\"}}]");
+  // An enum: the shortest member ("cé", raw UTF-8), then the missing required key.
+  CHECK(completion_after(tools, "[{\"name\":\"get_weather\",\"arguments\":{\"unit\":\"c") ==
+        "\xC3\xA9\",\"location\":\"\"}}]");
+  CHECK(completion_after(tools, "[{\"name\":\"get_weather\",\"arguments\":{\"unit\":\"c\\u") ==
+        "00e9\",\"location\":\"\"}}]");
+  CHECK(completion_after(tools, "[{\"name\":\"get_weather\",\"arguments\":{\"location\":\"x\",") ==
+        "\"days\":0}}]");
+  CHECK(completion_after(tools, "[{\"name\":\"get_weather\",\"arguments\":{\"location\":\"x\",\"u") ==
+        "nit\":\"c\xC3\xA9\"}}]");
+  // Nested required keys; numbers, escapes, surrogates and UTF-8 inside strings.
+  const std::string timer = "[{\"name\":\"set_timer\",\"arguments\":{\"minutes\":";
+  CHECK(completion_after(tools, timer) == "0}}]");
+  CHECK(completion_after(tools, timer + "-") == "0}}]");
+  CHECK(completion_after(tools, timer + "1.") == "0}}]");
+  CHECK(completion_after(tools, timer + "1e") == "0}}]");
+  CHECK(completion_after(tools, timer + "1e+") == "0}}]");
+  CHECK(completion_after(tools, timer + "12") == "}}]");
+  CHECK(completion_after(tools, timer + "1,\"opts\":") == "{\"loud\":true}}}]");
+  CHECK(completion_after(tools, timer + "1,\"opts\":{\"tags\":[\"a\",") == "\"\"],\"loud\":true}}}]");
+  CHECK(completion_after(tools, timer + "1,\"extra\":{\"k\":[") == "]}}}]");
+  CHECK(completion_after(tools, timer + "1,\"extra\":{\"k\":[{\"") == "\":0}]}}}]");
+  CHECK(completion_after(tools, timer + "1,\"extra\":{\"k\":[t") == "rue]}}}]");
+  const std::string loc = "[{\"name\":\"get_weather\",\"arguments\":{\"location\":\"";
+  CHECK(completion_after(tools, loc + "ab") == "\"}}]");
+  CHECK(completion_after(tools, loc + "\\") == "n\"}}]");
+  CHECK(completion_after(tools, loc + "\\u1") == "000\"}}]");
+  CHECK(completion_after(tools, loc + "\\ud8") == "00\\udc00\"}}]");
+  CHECK(completion_after(tools, loc + "\\ud83d\\") == "udc00\"}}]");
+  CHECK(completion_after(tools, loc + "\xE0") == "\xA0\x80\"}}]");
+  CHECK(completion_after(tools, loc + "\xF4") == "\x80\x80\x80\"}}]");
+  // Nullable: null when shorter than the type's shortest value.
+  ToolSpec t;
+  t.name = "f";
+  ArgProp o{"o", {}, true};
+  o.schema.type = ArgType::Object;
+  o.schema.nullable = true;
+  ArgProp inner{"inner", {}, true};
+  inner.schema.type = ArgType::String;
+  o.schema.properties = {inner};
+  ArgProp b{"b", {}, true};
+  b.schema.type = ArgType::Boolean;
+  b.schema.nullable = true;
+  ArgProp e{"e", {}, true};
+  e.schema.type = ArgType::Integer;
+  e.schema.enum_values = {{false, "100"}, {false, "20"}};
+  t.args = {o, b, e};
+  CHECK(completion_after({t}, "[{") == "\"name\":\"f\",\"arguments\":{\"o\":null,\"b\":true,\"e\":20}}]");
+  CHECK(completion_after({t}, "[{\"name\":\"f\",\"arguments\":{\"o\":{") == "\"inner\":\"\"},\"b\":true,\"e\":20}}]");
+  // Many keys: the cheapest unused one the open key can still become.
+  ToolSpec many;
+  many.name = "many";
+  for (int i = 0; i < 130; ++i) {
+    ArgProp p{fmt::format("k{}", i), {}, i == 3 || i == 127};
+    p.schema.type = ArgType::Integer;
+    many.args.push_back(p);
+  }
+  CHECK(completion_after({many}, "[{\"name\":\"many\",\"arguments\":{\"k127\":1,\"k12") ==
+        "\":0,\"k3\":0}}]");
+  CHECK(completion_after({many}, "[{\"name\":\"many\",\"arguments\":{\"k12\":1,\"k12") ==
+        "7\":0,\"k3\":0}}]");
+  // No tools: only [].
+  CHECK(completion_after({}, "[") == "]");
+}
+
+TEST_CASE("shortest completion: random states of random schemas", "[grammar][completion]") {
+  std::mt19937 rng(2024);
+  size_t states = 0, searched = 0;
+  for (int set = 0; set < 300; ++set) {
+    const auto tools = random_tools(rng, 8);
+    auto g = compile_grammar(tools);
+    REQUIRE(g);
+    for (int walk = 0; walk < 6; ++walk) {
+      SchemaMatcher m(*g);
+      std::string prefix;
+      const size_t len = rng() % 160;
+      for (size_t i = 0; i < len; ++i) {
+        const std::string allowed = m.allowed_bytes();
+        if (allowed.empty()) break;
+        const char b = static_cast<char>(pick_byte(allowed, rng));
+        REQUIRE(m.feed(std::string_view(&b, 1)));
+        prefix.push_back(b);
+      }
+      ++states;
+      const std::string c = m.shortest_completion();
+      INFO("prefix: " << prefix << "\ncompletion: " << c);
+      REQUIRE(m.shortest_completion_length() == c.size());
+      // Along the completion the shortest length drops by exactly one per byte: each byte is
+      // on a shortest path (what the budgeted constraint relies on).
+      SchemaMatcher f = m;
+      for (size_t i = 0; i < c.size(); ++i) {
+        REQUIRE(f.feed(std::string_view(&c[i], 1)));
+        REQUIRE(f.shortest_completion_length() == c.size() - i - 1);
+      }
+      REQUIRE(f.complete());
+      auto ok = validate_output(prefix + c, tools);
+      INFO(ok.message());
+      REQUIRE(ok);
+      // Nothing shorter exists (exhaustive for short completions).
+      if (c.size() <= 7 && walk % 2 == 0) {
+        ++searched;
+        REQUIRE(no_shorter_completion(m, c.size()));
+      }
+    }
+  }
+  std::printf("shortest completion: %zu random states, %zu searched exhaustively\n", states, searched);
+}
+
+namespace {
+
+// An adversarial "model": prefers letters and digits (never closes a string or number by
+// choice), opening brackets and commas, long tokens; EOS the least. Returns the argmax over
+// the constraint's allowed ids.
+int adversarial_pick(Constraint& c, const std::vector<float>& score) {
+  std::vector<float> logits = score;
+  c.apply(logits.data(), logits.size());
+  return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+std::vector<float> adversarial_scores(const TokenIndex& idx, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(0.f, 0.5f);
+  std::vector<float> s(idx.size());
+  for (size_t i = 0; i < idx.size(); ++i) {
+    const std::string& b = idx.bytes(static_cast<int>(i));
+    float v = u(rng);
+    for (char ch : b) {
+      const auto x = static_cast<unsigned char>(ch);
+      if (std::isalnum(x) || x >= 0x80) v += 1.f;
+      else if (ch == '[' || ch == '{' || ch == ',' || ch == '\\') v += 0.8f;
+      else if (ch == '"' || ch == ']' || ch == '}') v -= 1.f;
+    }
+    s[i] = v;
+  }
+  for (int e : idx.eos_ids()) s[static_cast<size_t>(e)] = -1e6f;
+  return s;
+}
+
+struct BudgetRun {
+  std::string text;
+  std::vector<int> ids;  // without EOS
+  bool eos = false;
+};
+
+// The greedy loop of Generator::run over fixed per-token scores.
+BudgetRun budget_loop(Constraint& c, const TokenIndex& idx, const std::vector<float>& score,
+                      int max_tokens, bool set_budget = true) {
+  BudgetRun r;
+  c.reset();
+  if (set_budget) c.set_budget(max_tokens);
+  for (int step = 0; step < max_tokens; ++step) {
+    const int t = adversarial_pick(c, score);
+    REQUIRE(c.advance(t));
+    if (idx.is_eos(t)) {
+      r.eos = true;
+      break;
+    }
+    r.ids.push_back(t);
+    r.text += idx.bytes(t);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("schema constraint: a model that never closes still ends complete within the budget",
+          "[grammar][budget]") {
+  auto e2e = TokenIndex::build(e2e_vocab());
+  REQUIRE(e2e);
+  auto synth = TokenIndex::build(synthetic_vocab(3000, 7));
+  REQUIRE(synth);
+  TokenVocab limited_vocab = synthetic_vocab(1500, 8);
+  for (int b = 0x80; b < 0x100; ++b) limited_vocab.bytes[6 + static_cast<size_t>(b)] = "";
+  auto limited = TokenIndex::build(limited_vocab);
+  REQUIRE(limited);
+  std::mt19937 rng(777);
+  size_t runs = 0, forced = 0;
+  for (int set = 0; set < 120; ++set) {
+    const auto tools = random_tools(rng, 10);
+    const auto& index = set % 3 == 0 ? *e2e : set % 3 == 1 ? *synth : *limited;
+    auto c = make_schema_constraint(index, tools);
+    REQUIRE(c);
+    const auto score = adversarial_scores(*index, rng);
+    // Unlimited, this model does not finish in 300 steps.
+    const BudgetRun free = budget_loop(**c, *index, score, 300, false);
+    for (int max_tokens : {3, 4, 5, 8, 13, 21, 34, 55, 89, 144}) {
+      const BudgetRun r = budget_loop(**c, *index, score, max_tokens);
+      ++runs;
+      INFO("max_tokens " << max_tokens << " output: " << r.text);
+      REQUIRE(r.eos);
+      REQUIRE(static_cast<int>(r.ids.size()) + 1 <= max_tokens);
+      auto m = matcher(tools);
+      REQUIRE(m.feed(r.text));
+      REQUIRE(m.complete());
+      auto ok = validate_output(r.text, tools);
+      INFO(ok.message());
+      REQUIRE(ok);
+      if (!free.eos || free.ids.size() + 1 > static_cast<size_t>(max_tokens)) ++forced;
+      // The budget only removes tokens whose shortest completion no longer fits: up to the
+      // first such choice of the unlimited run both runs are the same.
+      if (&index != &*limited) {  // there the constraint counts usable bytes only
+        auto mm = matcher(tools);
+        size_t same = 0;
+        while (same < free.ids.size() && same < r.ids.size()) {
+          REQUIRE(mm.feed(index->bytes(free.ids[same])));
+          if (static_cast<int>(mm.shortest_completion_length()) > max_tokens - static_cast<int>(same) - 2) break;
+          ++same;
+        }
+        CHECK(std::equal(free.ids.begin(), free.ids.begin() + static_cast<std::ptrdiff_t>(same), r.ids.begin()));
+        if (free.eos && same == free.ids.size()) CHECK(r.ids == free.ids);
+      }
+    }
+  }
+  std::printf("budget: %zu runs, %zu where the unlimited output would not fit\n", runs, forced);
+  CHECK(forced * 2 > runs);
+}
+
+TEST_CASE("schema constraint: an ample budget changes no mask", "[grammar][budget]") {
+  auto synth = TokenIndex::build(synthetic_vocab(3000, 7));
+  REQUIRE(synth);
+  auto e2e = TokenIndex::build(e2e_vocab());
+  REQUIRE(e2e);
+  std::mt19937 rng(31337);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  size_t steps = 0;
+  for (int set = 0; set < 60; ++set) {
+    const auto tools = random_tools(rng, 20);
+    const auto& index = set % 2 ? *e2e : *synth;
+    auto a = make_schema_constraint(index, tools);
+    auto b = make_schema_constraint(index, tools);
+    REQUIRE(a);
+    REQUIRE(b);
+    (*b)->set_budget(100000);
+    std::vector<uint8_t> ma, mb;
+    for (int step = 0; step < 200; ++step) {
+      const size_t na = (*a)->allowed(ma);
+      const size_t nb = (*b)->allowed(mb);
+      ++steps;
+      REQUIRE(na == nb);
+      REQUIRE(ma == mb);
+      int best = -1;
+      float best_v = -1;
+      for (size_t i = 0; i < ma.size(); ++i) {
+        if (!ma[i]) continue;
+        float v = u(rng);
+        const std::string& by = index->bytes(static_cast<int>(i));
+        if (by.find_first_of("\"}]") != std::string::npos) v += 0.5f;
+        if (index->is_eos(static_cast<int>(i))) v += 2.f;
+        if (v > best_v) best_v = v, best = static_cast<int>(i);
+      }
+      REQUIRE((*a)->advance(best));
+      REQUIRE((*b)->advance(best));
+      if (index->is_eos(best)) break;
+    }
+  }
+  CHECK(steps > 1000);
+}
+
+TEST_CASE("schema constraint: budgets below the shortest output", "[grammar][budget]") {
+  // With a "[]" token, one step is enough for a complete (EOS-less) output; two steps always
+  // are ("[" "]"); three give "[]" and EOS.
+  auto synth = TokenIndex::build(synthetic_vocab(600, 5));
+  REQUIRE(synth);
+  TokenVocab plain = synthetic_vocab(600, 5);
+  for (auto& b : plain.bytes)
+    if (b.find("[]") != std::string::npos) b = "zz";
+  auto no_pair = TokenIndex::build(plain);
+  REQUIRE(no_pair);
+  const auto tools = weather_tools();
+  std::mt19937 rng(5);
+  for (const auto* index : {&*synth, &*no_pair}) {
     auto c = make_schema_constraint(*index, tools);
     REQUIRE(c);
-    random_stream(**c, **index, tools, rng, 400, st);
+    const auto score = adversarial_scores(**index, rng);
+    for (int max_tokens = 1; max_tokens <= 3; ++max_tokens) {
+      const BudgetRun r = budget_loop(**c, **index, score, max_tokens);
+      INFO("max_tokens " << max_tokens << " output: '" << r.text << "'");
+      CHECK(static_cast<int>(r.ids.size()) + (r.eos ? 1 : 0) <= max_tokens);
+      auto m = matcher(tools);
+      REQUIRE(m.feed(r.text));
+      if (max_tokens == 1 && index == &*no_pair) {
+        CHECK(r.text.find('[') != std::string::npos);  // as close as one token gets
+        CHECK_FALSE(m.complete());
+      } else {
+        CHECK(m.complete());
+      }
+      CHECK(r.eos == (max_tokens == 3 || (max_tokens == 2 && index == &*synth)));
+    }
+    // advance() refuses what the budget excludes.
+    (*c)->reset();
+    (*c)->set_budget(3);
+    int open_call = -1;
+    for (size_t i = 0; i < (*index)->size(); ++i)
+      if ((*index)->bytes(static_cast<int>(i)) == "[{\"") open_call = static_cast<int>(i);
+    REQUIRE(open_call >= 0);
+    auto st = (*c)->advance(open_call);
+    CHECK_FALSE(st);
+    CHECK(st.message().find("budget") != std::string::npos);
+    (*c)->set_budget(-1);
+    CHECK((*c)->advance(open_call));
   }
-  auto& v = st.step_seconds;
-  std::sort(v.begin(), v.end());
-  std::printf("schema mask (vocab 8192, 50 tools, %zu steps): mean %.1f us, p50 %.1f us, "
-              "p99 %.1f us, max %.1f us\n",
-              st.steps, 1e6 * st.mask_seconds / static_cast<double>(st.steps),
-              1e6 * v[v.size() / 2], 1e6 * v[v.size() * 99 / 100], 1e6 * v.back());
 }
