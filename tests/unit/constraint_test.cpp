@@ -169,6 +169,36 @@ TEST_CASE("reference: argument keys, values and nesting", "[constraint]") {
   CHECK(allowed_ids(c) == std::vector<int>{kLocation, kUnit, kLoc});
 }
 
+TEST_CASE("a token budget changes nothing for off and reference", "[constraint][budget]") {
+  // They mirror the original, which has no budget: the same masks under any budget.
+  auto idx = hand_index();
+  const std::vector<int> stream = {kTC, kOpen, kName, kColonQ, kGet, kUnder, kWeather, kQCommaQ,
+                                   kArguments, kArgsOpen, kLoc, kAtionQ, kColon, kQuote, kParis,
+                                   kClose};
+  for (int budget : {0, 1, 2, 5}) {
+    auto off = make_constraint(ConstrainMode::Off, idx, {});
+    auto off_b = make_constraint(ConstrainMode::Off, idx, {});
+    auto ref = make_reference_constraint(idx, ref_tools());
+    auto ref_b = make_reference_constraint(idx, ref_tools());
+    REQUIRE(off);
+    REQUIRE(off_b);
+    REQUIRE(ref);
+    REQUIRE(ref_b);
+    (*off_b)->set_budget(budget);
+    (*ref_b)->set_budget(budget);
+    for (int id : stream) {
+      INFO("budget " << budget << " token " << id);
+      CHECK(allowed_ids(**off) == allowed_ids(**off_b));
+      CHECK(allowed_ids(**ref) == allowed_ids(**ref_b));
+      CHECK((*ref)->done() == (*ref_b)->done());
+      REQUIRE((*off)->advance(id));
+      REQUIRE((*off_b)->advance(id));
+      REQUIRE((*ref)->advance(id));
+      REQUIRE((*ref_b)->advance(id));
+    }
+  }
+}
+
 TEST_CASE("reference: fallbacks to unconstrained", "[constraint]") {
   auto idx = hand_index();
   SECTION("a tool without parameters: nothing walks its empty key trie") {
