@@ -56,9 +56,13 @@ inline void sgemm_pack_a(const SgemmArgs& g, size_t i, size_t mr, size_t p, size
       for (size_t k = 0; k < kc; ++k) ap[k * MR + r] = src[k];
     }
   } else if (g.a_rs == 1) {  // A^T layout: the MR rows of one k are contiguous
-    for (size_t k = 0; k < kc; ++k) {
-      std::memcpy(ap + k * MR, g.a + (p + k) * g.a_cs + i, sizeof(float) * mr);
-      for (size_t r = mr; r < MR; ++r) ap[k * MR + r] = 0.0f;
+    const float* src = g.a + p * g.a_cs + i;
+    if (mr == MR) {
+      for (size_t k = 0; k < kc; ++k)
+        for (size_t r = 0; r < MR; ++r) ap[k * MR + r] = src[k * g.a_cs + r];  // fixed size: vector moves
+    } else {
+      for (size_t k = 0; k < kc; ++k)
+        for (size_t r = 0; r < mr; ++r) ap[k * MR + r] = src[k * g.a_cs + r];
     }
   } else {
     for (size_t k = 0; k < kc; ++k)
@@ -70,16 +74,22 @@ inline void sgemm_pack_a(const SgemmArgs& g, size_t i, size_t mr, size_t p, size
 // nc are zero.
 template <size_t NR, class T4>
 inline void sgemm_pack_b(const SgemmArgs& g, size_t p, size_t kc, size_t j, size_t nc, float* bp) {
+  if (g.b_cs == 1) {  // B row-major: row k of the block is split across the panels, read in order
+    const size_t full = nc / NR, nr = nc % NR;
+    if (nr) std::memset(bp + full * kc * NR, 0, sizeof(float) * kc * NR);
+    for (size_t k = 0; k < kc; ++k) {
+      const float* src = g.b + (p + k) * g.b_rs + j;
+      for (size_t q = 0; q < full; ++q)
+        for (size_t c = 0; c < NR; ++c) bp[q * kc * NR + k * NR + c] = src[q * NR + c];  // fixed size
+      for (size_t c = 0; c < nr; ++c) bp[full * kc * NR + k * NR + c] = src[full * NR + c];
+    }
+    return;
+  }
   for (size_t jp = 0; jp < nc; jp += NR) {
     const size_t nr = min_sz(NR, nc - jp);
     float* dst = bp + (jp / NR) * kc * NR;
     const size_t j0 = j + jp;
-    if (g.b_cs == 1) {  // B row-major: NR contiguous floats per k
-      for (size_t k = 0; k < kc; ++k) {
-        std::memcpy(dst + k * NR, g.b + (p + k) * g.b_rs + j0, sizeof(float) * nr);
-        for (size_t c = nr; c < NR; ++c) dst[k * NR + c] = 0.0f;
-      }
-    } else if (g.b_rs == 1) {  // W layout (B = W^T): column j of B is row j of W, contiguous in k
+    if (g.b_rs == 1) {  // W layout (B = W^T): column j of B is row j of W, contiguous in k
       if (nr < NR) std::memset(dst, 0, sizeof(float) * NR * kc);
       size_t c = 0;
       for (; c + 4 <= nr; c += 4) {

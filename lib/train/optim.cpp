@@ -98,8 +98,12 @@ void newton_schulz(float* x, int rows, int cols, int steps, nk::ThreadPool* pool
   if (tall) std::copy(x, x + rn, X);
   else transpose(X, x, r, n);
 
-  double ss = 0;
-  for (size_t i = 0; i < rn; ++i) ss += (double)X[i] * X[i];
+  double part[8] = {};  // eight interleaved partial sums (a fixed order): no serial add chain
+  size_t i8 = 0;
+  for (; i8 + 8 <= rn; i8 += 8)
+    for (size_t q = 0; q < 8; ++q) part[q] += (double)X[i8 + q] * X[i8 + q];
+  for (; i8 < rn; ++i8) part[0] += (double)X[i8] * X[i8];
+  const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
   const float inv = (float)(1.0 / (std::sqrt(ss) + 1e-7));
   for (size_t i = 0; i < rn; ++i) X[i] *= inv;
 
