@@ -102,6 +102,40 @@ int main(int argc, char** argv) {
     }
   }
 
+  // f32 GEMM (sgemm): the training step's shapes and layouts (A: rows or A^T; B: rows or the
+  // W [N, K] layout of x W^T), GFLOP/s = 2 m n k / time.
+  {
+    struct G { const char* what; size_t m, n, k; bool at, bw, acc; };
+    const G gs[] = {
+        {"x W^T    4096x512 k512", 4096, 512, 512, false, true, false},
+        {"dout W   4096x512 k512", 4096, 512, 512, false, false, true},
+        {"dout^T x 512x512 k4096", 512, 512, 4096, true, false, true},
+        {"Xt^T Xt  512x512 k512 (NS)", 512, 512, 512, true, false, false},
+        {"Q K^T    256x256 k64", 256, 256, 64, false, false, false},
+        {"P V      256x64 k256", 256, 64, 256, false, false, false},
+        {"P^T dO   256x64 k256", 256, 64, 256, true, false, true},
+        {"dlogit E 128x512 k8192", 128, 512, 8192, false, false, true},
+    };
+    for (const G& gm : gs) {
+      auto a = randv(gm.m * gm.k, 11), b = randv(gm.k * gm.n, 12);
+      std::vector<float> c(gm.m * gm.n);
+      nk::SgemmArgs g;
+      g.m = gm.m, g.n = gm.n, g.k = gm.k, g.a = a.data(), g.b = b.data(), g.c = c.data(), g.ldc = gm.n;
+      g.accumulate = gm.acc;
+      if (gm.at) g.a_rs = 1, g.a_cs = gm.m;
+      else g.a_rs = gm.k, g.a_cs = 1;
+      if (gm.bw) g.b_rs = 1, g.b_cs = gm.k;
+      else g.b_rs = gm.n, g.b_cs = 1;
+      for (nk::Isa isa : nk::supported_isas()) {
+        const nk::Kernels& k = *nk::kernels_for(isa);
+        if (isa == nk::Isa::scalar && gm.m * gm.n * gm.k > (size_t(1) << 27)) continue;  // minutes
+        const double t = time_per_call([&] { k.sgemm(g, 0, gm.m, 0, gm.n); });
+        std::printf("sgemm %-27s %-8s %9.1f us  %7.1f GFLOP/s\n", gm.what, k.name, t * 1e6,
+                    2.0 * gm.m * gm.n * gm.k / t * 1e-9);
+      }
+    }
+  }
+
   // Element-wise kernels at decode size (one row of d = 512), to judge whether fusing them pays.
   {
     const size_t d = 512;

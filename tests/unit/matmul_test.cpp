@@ -137,3 +137,15 @@ TEST_CASE("Newton-Schulz and the optimizer step do not depend on the thread coun
     }
   }
 }
+
+TEST_CASE("transpose, odd shapes", "[matmul]") {
+  for (auto [rows, cols] : {std::pair{1, 1}, std::pair{3, 70}, std::pair{37, 5}, std::pair{64, 64}, std::pair{130, 67}}) {
+    auto x = randv((size_t)rows * cols, 7);
+    std::vector<float> t((size_t)rows * cols);
+    transpose(t.data(), x.data(), rows, cols);
+    size_t bad = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) bad += t[(size_t)c * rows + r] != x[(size_t)r * cols + c];
+    CHECK(bad == 0);
+  }
+}
