@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <memory>
 #include <random>
 #include <span>
@@ -32,6 +33,10 @@
 #include "nk/quant.h"
 #include "nk/threadpool.h"
 #include "text/tokenizer.h"
+#include "train/grad.h"
+#include "train/matmul.h"
+#include "train/optim.h"
+#include "train/trainer.h"
 
 using namespace needle;
 
@@ -846,6 +851,360 @@ int run_peak(const Options& o, const std::vector<const nk::Kernels*>& isas, unsi
   return app::kOk;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Training (--train): full fine-tuning steps (Trainer::train_step: forward, backward, clipping,
+// Muon/AdamW) of a model shape on random tokens, as tokens/s and GFLOP/s against this machine's
+// measured f32 FMA peak; with --breakdown also the phases of a step and the main GEMM shapes.
+
+#if defined(__x86_64__)
+// f32 FMA throughput: 12 independent vfmadd231ps chains on zeros (values do not matter; zeros
+// avoid denormals). 16 FLOP per ymm instruction, 32 per zmm.
+#define NB_X12(M) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13)
+#define NB_CLOBBER12 "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13"
+#define NB_FMA_YMM(r) "vfmadd231ps %%ymm1, %%ymm0, %%ymm" #r "\n\t"
+#define NB_ZERO_YMM(r) "vxorps %%ymm" #r ", %%ymm" #r ", %%ymm" #r "\n\t"
+__attribute__((noinline)) int64_t fma_loop_ymm(size_t n) {
+  if (n == 0) return 0;
+  asm volatile(NB_ZERO_YMM(0) NB_ZERO_YMM(1) NB_X12(NB_ZERO_YMM)
+               "1:\n\t" NB_X12(NB_FMA_YMM)
+               "dec %0\n\t"
+               "jnz 1b\n\t"
+               "vzeroupper\n\t"
+               : "+r"(n)
+               :
+               : "xmm0", "xmm1", NB_CLOBBER12, "cc");
+  return (int64_t)n;
+}
+#define NB_FMA_ZMM(r) "vfmadd231ps %%zmm1, %%zmm0, %%zmm" #r "\n\t"
+#define NB_ZERO_ZMM(r) "vpxord %%zmm" #r ", %%zmm" #r ", %%zmm" #r "\n\t"
+__attribute__((noinline)) int64_t fma_loop_zmm(size_t n) {
+  if (n == 0) return 0;
+  asm volatile(NB_ZERO_ZMM(0) NB_ZERO_ZMM(1) NB_X12(NB_ZERO_ZMM)
+               "1:\n\t" NB_X12(NB_FMA_ZMM)
+               "dec %0\n\t"
+               "jnz 1b\n\t"
+               "vzeroupper\n\t"
+               : "+r"(n)
+               :
+               : "xmm0", "xmm1", NB_CLOBBER12, "cc");
+  return (int64_t)n;
+}
+#undef NB_X12
+#undef NB_CLOBBER12
+#undef NB_FMA_YMM
+#undef NB_ZERO_YMM
+#undef NB_FMA_ZMM
+#undef NB_ZERO_ZMM
+#endif
+
+struct FmaPeak {
+  std::string what;
+  double gflops;  // one core
+};
+
+// f32 FMA peaks of one core (CPU time), widest last.
+std::vector<FmaPeak> measure_fma_peaks(double secs) {
+  std::vector<FmaPeak> out;
+#if defined(__x86_64__)
+  const size_t n = 4096;
+  std::atomic<int64_t> sink{0};
+  auto add = [&](const char* what, int64_t (*loop)(size_t), int flop_per_insn) {
+    const double t = time_per_call([&] { sink += loop(n); }, secs);
+    out.push_back({what, double(n) * 12 * flop_per_insn / t * 1e-9});
+  };
+  if (nk::kernels_for(nk::Isa::avx2)) add("vfmadd231ps ymm (256-bit)", fma_loop_ymm, 16);
+  if (nk::kernels_for(nk::Isa::avx512)) add("vfmadd231ps zmm (512-bit)", fma_loop_zmm, 32);
+  if (sink.load() == 42) std::fputc(' ', stderr);
+#else
+  (void)secs;
+#endif
+  return out;
+}
+
+struct TrainBench {
+  int batch = 16, enc_len = 256, dec_len = 64;
+  std::string shape = "26m";      // 26m | e2e | tiny
+  std::string optimizer = "muon"; // muon | adamw
+};
+
+Result<needle::Config> train_shape(const std::string& name) {
+  needle::Config c;
+  c.vocab_size = 8192;
+  c.contrastive_dim = 128;
+  if (name == "26m") {
+    c.d_model = 512, c.num_heads = 8, c.num_kv_heads = 4, c.num_encoder_layers = 12, c.num_decoder_layers = 8;
+  } else if (name == "e2e") {
+    c.vocab_size = 2000, c.d_model = 192, c.num_heads = 6, c.num_kv_heads = 2, c.num_encoder_layers = 3,
+    c.num_decoder_layers = 3, c.contrastive_dim = 64;
+  } else if (name == "tiny") {
+    c.vocab_size = 1000, c.d_model = 64, c.num_heads = 4, c.num_kv_heads = 2, c.num_encoder_layers = 2,
+    c.num_decoder_layers = 3, c.contrastive_dim = 32;
+  } else {
+    return make_error("--shape: expected 26m, e2e or tiny, got '{}'", name);
+  }
+  NEEDLE_TRY(c.validate());
+  return c;
+}
+
+// Model FLOPs of one step, the usual convention: the forward's products (dense layers, attention
+// scores and weighted sums over all Lq x Lk pairs, the tied head over every decoder row) once,
+// the backward as twice the forward, plus Newton-Schulz as the reference formulates it (three
+// full products per iteration on the wide orientation) for every Muon tensor. Recomputation
+// and the symmetric half-products are not counted either way.
+struct StepFlops {
+  double forward = 0, newton_schulz = 0;
+  double fwd_bwd() const { return 3 * forward; }
+  double total() const { return fwd_bwd() + newton_schulz; }
+};
+
+StepFlops step_flops(const needle::Config& c, const TrainBench& tb, const train::OptimOptions& oo) {
+  const double d = c.d_model, kv = c.kv_dim(), hd = c.head_dim(), H = c.num_heads, V = c.vocab_size;
+  const double B = tb.batch, Le = tb.enc_len, Ld = tb.dec_len, Te = B * Le, Td = B * Ld;
+  const double Lenc = c.num_encoder_layers, Ldec = c.num_decoder_layers;
+  StepFlops f;
+  f.forward += Lenc * (4 * Te * d * d + 4 * Te * d * kv + 4 * B * H * Le * Le * hd);             // encoder
+  f.forward += Ldec * (4 * Td * d * d + 4 * Td * d * kv + 4 * B * H * Ld * Ld * hd);             // self
+  f.forward += Ldec * (4 * Td * d * d + 4 * Te * d * kv + 4 * B * H * Ld * Le * hd);             // cross
+  f.forward += 2 * Td * d * V;                                                                   // head
+  needle::Params shapes = needle::zero_params(c);
+  for_each_tensor(shapes, c, [&](const needle::TensorSpec& s, std::vector<float>&) {
+    if (!train::uses_muon(s, oo) || s.shape.size() != 2) return;
+    const double r = (double)std::min(s.shape[0], s.shape[1]), n = (double)std::max(s.shape[0], s.shape[1]);
+    f.newton_schulz += oo.muon_ns_steps * (4 * r * r * n + 2 * r * r * r);
+  });
+  return f;
+}
+
+train::TextBatch random_text_batch(const needle::Config& c, const TrainBench& tb) {
+  std::mt19937 rng(kSeed);
+  std::uniform_int_distribution<int> tok(6, c.vocab_size - 1);
+  train::TextBatch b;
+  b.batch = tb.batch;
+  b.enc_len = tb.enc_len;
+  b.dec_len = tb.dec_len;
+  for (int i = 0; i < tb.batch * tb.enc_len; ++i) b.src.push_back(tok(rng)), b.enc_seg.push_back(1);
+  for (int i = 0; i < tb.batch * tb.dec_len; ++i) {
+    b.tgt_in.push_back(tok(rng));
+    b.tgt_out.push_back(tok(rng));
+    b.dec_seg.push_back(1);
+    b.loss_class.push_back(i % 4);
+  }
+  return b;
+}
+
+// CPU time of the whole process (every thread), user + system.
+double process_cpu_now() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + 1e-6 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+// Wall seconds of fn, median and best of `runs` calls after one warm-up call; *cpu (optional)
+// gets the median process CPU seconds per call.
+template <class F>
+std::pair<double, double> wall_runs(int runs, F&& fn, double* cpu = nullptr) {
+  fn();
+  std::vector<double> t, c;
+  for (int r = 0; r < runs; ++r) {
+    const double a = wall_now(), ca = process_cpu_now();
+    fn();
+    t.push_back(wall_now() - a);
+    c.push_back(process_cpu_now() - ca);
+  }
+  if (cpu) *cpu = median(c);
+  return {median(t), best(t)};
+}
+
+int run_train(const Options& o, const TrainBench& tb, const std::vector<int>& thread_list) {
+  auto cfg = train_shape(tb.shape);
+  if (!cfg) return app::fail(kTool, cfg.message());
+  const needle::Config c = *cfg;
+  if (tb.optimizer != "muon" && tb.optimizer != "adamw")
+    return app::fail(kTool, fmt::format("--optimizer: expected muon or adamw, got '{}'", tb.optimizer));
+  train::TrainOptions to;
+  to.schedule.total_steps = 1000;
+  to.qat_every = 0;
+  to.optim.muon = tb.optimizer == "muon";
+  const train::TextBatch batch = random_text_batch(c, tb);
+  const double tokens = double(tb.batch) * (tb.enc_len + tb.dec_len);
+  const StepFlops fl = step_flops(c, tb, to.optim);
+  const std::string la0 = load_average();
+  const auto peaks = measure_fma_peaks(std::min(o.secs, 0.3));
+  const double core_peak = peaks.empty() ? 0.0 : peaks.back().gflops;
+
+  struct Row {
+    int threads;
+    double med, best, cpu;
+  };
+  std::vector<Row> rows;
+  for (int t : thread_list) {
+    auto tr = train::Trainer::create(c, train::init_params(c, 1), to, (unsigned)t);
+    if (!tr) return app::fail(kTool, tr.message(), app::kRuntimeError);
+    Status st = Status::ok();
+    double cpu = 0;
+    auto [med, bst] = wall_runs(o.runs, [&] {
+      auto r = tr->train_step(batch);
+      if (!r && st) st = make_error("{}", r.message());
+    }, &cpu);
+    if (!st) return app::fail(kTool, st.message(), app::kRuntimeError);
+    rows.push_back({t, med, bst, cpu});
+  }
+  const double rss = peak_rss_mb();
+  const std::string la1 = load_average();
+
+  auto pct = [&](double flops, double secs, int threads) {
+    return core_peak > 0 ? 100.0 * flops / secs * 1e-9 / (core_peak * threads) : NAN;
+  };
+  if (o.json) {
+    std::string s = fmt::format(
+        "{{\"shape\":{},\"params\":{},\"batch\":{},\"enc_len\":{},\"dec_len\":{},\"optimizer\":{},\"isa\":{},"
+        "\"step_gflop\":{},\"fwd_bwd_gflop\":{},\"newton_schulz_gflop\":{},\"core_peak_gflop_s\":{},"
+        "\"peak_rss_mb\":{},\"loadavg_before\":{},\"loadavg_after\":{},\"results\":[",
+        json_str(tb.shape), param_count(c), tb.batch, tb.enc_len, tb.dec_len, json_str(tb.optimizer),
+        json_str(nk::kernels().name), num(fl.total() * 1e-9), num(fl.fwd_bwd() * 1e-9), num(fl.newton_schulz * 1e-9),
+        num(core_peak), num(rss), json_str(la0), json_str(la1));
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      s += fmt::format("{}{{\"threads\":{},\"step_s\":{},\"step_s_best\":{},\"tok_s\":{},\"tok_s_best\":{},"
+                       "\"gflop_s\":{},\"pct_peak\":{},\"cpu_s\":{},\"tok_s_cpu\":{}}}",
+                       i ? "," : "", r.threads, num(r.med), num(r.best), num(tokens / r.med), num(tokens / r.best),
+                       num(fl.total() / r.med * 1e-9), num(pct(fl.total(), r.med, r.threads)), num(r.cpu),
+                       num(tokens * r.threads / r.cpu));
+    }
+    fmt::print("{}]}}\n", s);
+  } else {
+    fmt::print("model      {} shape: {:.1f}M params (d {}, {} heads / {} kv, {} + {} layers, vocab {}), isa {}\n",
+               tb.shape, param_count(c) / 1e6, c.d_model, c.num_heads, c.num_kv_heads, c.num_encoder_layers,
+               c.num_decoder_layers, c.vocab_size, nk::kernels().name);
+    fmt::print("step       full fine-tuning, {}, batch {} x ({} enc + {} dec) = {:.0f} tokens, dropout {}; "
+               "warm-up + median of {} steps\n",
+               tb.optimizer == "muon" ? "Muon + AdamW" : "AdamW", tb.batch, tb.enc_len, tb.dec_len, tokens, to.dropout,
+               o.runs);
+    fmt::print("work       {:.0f} GFLOP per step: forward+backward {:.0f} (3 x forward), Newton-Schulz {:.0f}\n",
+               fl.total() * 1e-9, fl.fwd_bwd() * 1e-9, fl.newton_schulz * 1e-9);
+    for (auto& p : peaks) fmt::print("f32 peak   {:<26} {:7.1f} GFLOP/s per core\n", p.what, p.gflops);
+    fmt::print("load avg   {} before, {} after\n\n", la0, la1);
+    fmt::print("{:>3} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}\n", "thr", "step s", "best s", "tok/s", "best t/s",
+               "GFLOP/s", "% peak", "cpu s", "(cpu) t/s");
+    for (auto& r : rows)
+      fmt::print("{:>3} {:>9.2f} {:>9.2f} {:>9.0f} {:>9.0f} {:>8.1f} {:>8.1f}% {:>8.2f} {:>9.0f}\n", r.threads, r.med,
+                 r.best, tokens / r.med, tokens / r.best, fl.total() / r.med * 1e-9, pct(fl.total(), r.med, r.threads),
+                 r.cpu, tokens * r.threads / r.cpu);
+    fmt::print("\npeak RSS   {:.0f} MB (whole process{})\n", rss, rows.size() > 1 ? ", largest configuration" : "");
+    fmt::print("% peak = GFLOP/s / (threads x the widest f32 FMA peak above). cpu s = CPU time of all threads per step;\n"
+               "(cpu) t/s = tokens x threads / cpu s: the rate if every thread had its core (spinning counts as busy).\n");
+  }
+  if (!o.breakdown) return app::kOk;
+
+  // Where a step goes, on the last thread count: the phases of train_step run one by one, then
+  // the main GEMM shapes of the step alone (one thread: CPU time; pool: wall time).
+  const int threads = thread_list.back();
+  nk::ThreadPool pool((unsigned)threads);
+  train::Workspace ws;
+  const needle::Params p = train::init_params(c, 1);
+  const train::PassOptions pass{to.dropout, 1, &pool, &ws};
+  needle::Params g = needle::zero_params(c);
+  auto [t_fwd, b_fwd] = wall_runs(o.runs, [&] { (void)train::text_loss(c, p, batch, to.loss, pass); });
+  auto [t_fb, b_fb] = wall_runs(o.runs, [&] {
+    for_each_tensor(g, c, [](const needle::TensorSpec&, std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); });
+    (void)train::text_loss(c, p, batch, to.loss, pass, &g);
+  });
+  needle::Params pp = p;
+  train::OptimState os = train::init_optim_state(c, to.optim);
+  auto [t_clip, b_clip] = wall_runs(o.runs, [&] { (void)train::clip_by_global_norm(g, c, to.optim.clip_norm); });
+  auto [t_opt, b_opt] = wall_runs(o.runs, [&] { train::optimizer_step(pp, g, os, c, to.optim, 1.0, &pool); });
+  (void)b_fwd, (void)b_fb, (void)b_clip, (void)b_opt;
+
+  struct Gemm {
+    std::string what;
+    double flops;
+    std::function<void(nk::ThreadPool*)> run;
+  };
+  const int d = c.d_model, kvd = c.kv_dim(), hd = c.head_dim(), Te = tb.batch * tb.enc_len, Td = tb.batch * tb.dec_len;
+  const int Le = tb.enc_len, V = c.vocab_size;
+  const size_t big = (size_t)std::max(Te, Td) * std::max(d, V / 4) + (size_t)V * d;
+  std::vector<float> A = randn(big, kSeed + 3), Bm = randn(big, kSeed + 4), C(big + (size_t)Td * V);
+  const std::vector<Gemm> gemms = {
+      {fmt::format("x W^T  {}x{} . ({}x{})^T", Te, d, d, d), 2.0 * Te * d * d,
+       [&](nk::ThreadPool* pl) { train::matmul_forward(C.data(), A.data(), Bm.data(), Te, d, d, pl); }},
+      {fmt::format("dout W {}x{} . {}x{}", Te, d, d, d), 2.0 * Te * d * d,
+       [&](nk::ThreadPool* pl) { train::matmul_backward(C.data(), nullptr, A.data(), A.data(), Bm.data(), Te, d, d, pl); }},
+      {fmt::format("dW += dout^T x {}x{} . {}x{}", d, Te, Te, d), 2.0 * Te * d * d,
+       [&](nk::ThreadPool* pl) { train::matmul_backward(nullptr, C.data(), A.data(), Bm.data(), Bm.data(), Te, d, d, pl); }},
+      {fmt::format("x W^T  {}x{} . ({}x{})^T (k, v)", Te, d, kvd, d), 2.0 * Te * d * kvd,
+       [&](nk::ThreadPool* pl) { train::matmul_forward(C.data(), A.data(), Bm.data(), Te, d, kvd, pl); }},
+      {fmt::format("head h E^T {}x{} . ({}x{})^T", Td, d, V, d), 2.0 * Td * d * V,
+       [&](nk::ThreadPool* pl) { train::matmul_forward(C.data(), A.data(), Bm.data(), Td, d, V, pl); }},
+      {fmt::format("head dh = dlogits E {}x{} . {}x{}", Td, V, V, d), 2.0 * Td * d * V,
+       [&](nk::ThreadPool* pl) { train::matmul_backward(C.data(), nullptr, A.data(), A.data(), Bm.data(), Td, d, V, pl); }},
+      {fmt::format("attn S = Q K^T {}x{} . {}x{} (one head)", Le, hd, hd, Le), 2.0 * Le * Le * hd,
+       [&](nk::ThreadPool*) { train::gemm(Le, Le, hd, A.data(), (size_t)d, 1, Bm.data(), (size_t)Le, C.data(), (size_t)Le, false); }},
+      {fmt::format("attn O = P V {}x{} . {}x{} (one head)", Le, Le, Le, hd), 2.0 * Le * Le * hd,
+       [&](nk::ThreadPool*) { train::gemm(Le, hd, Le, A.data(), (size_t)Le, 1, Bm.data(), (size_t)kvd, C.data(), (size_t)d, false); }},
+      {fmt::format("attn dV = P^T dO {}x{} . {}x{} (one head)", Le, Le, Le, hd), 2.0 * Le * Le * hd,
+       [&](nk::ThreadPool*) { train::gemm(Le, hd, Le, A.data(), 1, (size_t)Le, Bm.data(), (size_t)d, C.data(), (size_t)kvd, true); }},
+      {fmt::format("Newton-Schulz {}x{} (x{})", d, d, to.optim.muon_ns_steps),
+       to.optim.muon_ns_steps * 6.0 * d * d * d,
+       [&](nk::ThreadPool* pl) {
+         std::copy_n(A.data(), (size_t)d * d, C.data());
+         train::newton_schulz(C.data(), d, d, to.optim.muon_ns_steps, pl);
+       }},
+      {fmt::format("Newton-Schulz {}x{} (x{})", kvd, d, to.optim.muon_ns_steps),
+       to.optim.muon_ns_steps * (4.0 * kvd * kvd * d + 2.0 * kvd * kvd * kvd),
+       [&](nk::ThreadPool* pl) {
+         std::copy_n(A.data(), (size_t)kvd * d, C.data());
+         train::newton_schulz(C.data(), kvd, d, to.optim.muon_ns_steps, pl);
+       }},
+  };
+  struct GRow {
+    std::string what;
+    double gflop, t1, tp;
+  };
+  std::vector<GRow> grows;
+  for (const Gemm& gm : gemms) {
+    const double t1 = time_per_call([&] { gm.run(nullptr); }, std::min(o.secs, 0.5), 3);
+    double tp = NAN;
+    if (threads > 1 && gm.what.find("one head") == std::string::npos) tp = wall_runs(5, [&] { gm.run(&pool); }).first;
+    grows.push_back({gm.what, gm.flops * 1e-9, t1, tp});
+  }
+  const double t_step = rows.back().med;
+  if (o.json) {
+    std::string s = fmt::format("{{\"breakdown_threads\":{},\"forward_s\":{},\"forward_backward_s\":{},\"clip_s\":{},"
+                                "\"optimizer_s\":{},\"gemms\":[",
+                                threads, num(t_fwd), num(t_fb), num(t_clip), num(t_opt));
+    for (size_t i = 0; i < grows.size(); ++i)
+      s += fmt::format("{}{{\"case\":{},\"gflop\":{},\"s_1thread\":{},\"gflop_s_1thread\":{},\"s_pool\":{},\"gflop_s_pool\":{}}}",
+                       i ? "," : "", json_str(grows[i].what), num(grows[i].gflop), num(grows[i].t1),
+                       num(grows[i].gflop / grows[i].t1), num(grows[i].tp), num(grows[i].gflop / grows[i].tp));
+    fmt::print("{}]}}\n", s);
+    return app::kOk;
+  }
+  fmt::print("\nphases on {} thread(s), each run alone (median of {}; wall):\n", threads, o.runs);
+  fmt::print("  {:<34} {:>8} {:>7} {:>9} {:>8}\n", "phase", "s", "share", "GFLOP/s", "% peak");
+  auto phase = [&](const char* what, double secs, double flops) {
+    fmt::print("  {:<34} {:>8.3f} {:>6.0f}% {:>9} {:>8}\n", what, secs, 100.0 * secs / t_step,
+               flops > 0 ? fmt::format("{:.1f}", flops / secs * 1e-9) : std::string("-"),
+               flops > 0 ? fmt::format("{:.1f}%", pct(flops, secs, threads)) : std::string("-"));
+  };
+  phase("forward (text loss, no grads)", t_fwd, fl.forward);
+  phase("backward (fwd+bwd minus fwd)", t_fb - t_fwd, 2 * fl.forward);
+  phase("global-norm clip", t_clip, 0);
+  phase(to.optim.muon ? "optimizer (Muon NS + AdamW)" : "optimizer (AdamW)", t_opt, fl.newton_schulz);
+  phase("sum of the phases", t_fb + t_clip + t_opt, fl.total());
+  phase("train_step (measured above)", t_step, fl.total());
+  fmt::print("\nGEMM shapes of a step (one thread: CPU time, best of 3; pool: wall, median of 5):\n");
+  fmt::print("  {:<44} {:>7} {:>9} {:>7} {:>9} {:>7}\n", "product", "GFLOP", "1 thr GF/s", "%core", "pool GF/s",
+             "%peak");
+  for (auto& r : grows) {
+    fmt::print("  {:<44} {:>7.3f} {:>9.1f} {:>6.0f}% {:>9} {:>7}\n", r.what, r.gflop, r.gflop / r.t1,
+               core_peak > 0 ? 100.0 * r.gflop / r.t1 / core_peak : NAN,
+               std::isfinite(r.tp) ? fmt::format("{:.1f}", r.gflop / r.tp) : std::string("-"),
+               std::isfinite(r.tp) ? fmt::format("{:.0f}%", pct(r.gflop * 1e9, r.tp, threads)) : std::string("-"));
+  }
+  fmt::print("  (Newton-Schulz GFLOP as the reference formulates it, 3 full products per iteration)\n");
+  return app::kOk;
+}
+
 // "all", or a comma-separated list of ISA names.
 Result<std::vector<const nk::Kernels*>> parse_isas(const std::string& s) {
   std::vector<const nk::Kernels*> out;
@@ -879,7 +1238,8 @@ int main(int argc, char** argv) {
       "  needle-bench -m MODEL [--enc-len 256] [--gen-len 64] [-t N] [--runs 5] [--json] [--isa NAME]\n"
       "  needle-bench -m MODEL --isa all --threads-list 1,2     (every configuration, interleaved runs)\n"
       "  needle-bench -m MODEL --breakdown                      (where a decode step's time goes)\n"
-      "  needle-bench --peak [--isa all] [-t 2]                 (int8 peak, bandwidth, kernel rates)\n\n"
+      "  needle-bench --peak [--isa all] [-t 2]                 (int8 peak, bandwidth, kernel rates)\n"
+      "  needle-bench --train [-t 2] [--breakdown]              (training steps: tok/s, GFLOP/s vs f32 peak)\n\n"
       "Each run loads the model afresh (mmap + validate + prepare_weights), encodes enc-len random ids\n"
       "(fixed seed, ids in [6, vocab)), computes the cross-attention K/V (Engine::start) and decodes\n"
       "gen-len tokens, feeding back each argmax even when it is EOS. One warm-up run, then the median\n"
@@ -906,7 +1266,19 @@ int main(int argc, char** argv) {
   app.add_flag("--breakdown", o.breakdown, "Also time each part of one decode step (one thread)");
   app.add_flag("--peak", peak, "Measure int8 peak, memory bandwidth and kernel rates (no model needed)");
   app.add_option("--seconds", o.secs, "--peak: seconds per measured case (default 0.3)")->check(CLI::Range(0.01, 60.0));
+  bool train = false;
+  TrainBench tb;
+  bool runs_given = false;
+  app.add_flag("--train", train,
+               "Time full fine-tuning steps (no model needed): tok/s and GFLOP/s against the f32 FMA peak; "
+               "--runs steps after one warm-up (default 3), --breakdown adds phases and GEMM shapes");
+  app.add_option("--shape", tb.shape, "--train: model shape 26m (default), e2e or tiny");
+  app.add_option("--batch", tb.batch, "--train: sequences per batch (default 16)")->check(CLI::Range(1, 4096));
+  app.add_option("--dec-len", tb.dec_len, "--train: decoder tokens per sequence (default 64)")
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--optimizer", tb.optimizer, "--train: muon (default; Muon + AdamW) or adamw");
   if (int rc = app::parse(app, argc, argv); rc >= 0) return rc;
+  runs_given = app.count("--runs") > 0;
   app::init_logging(common);
   if (!nk::dispatch_info().message.empty()) spdlog::warn("{}", nk::dispatch_info().message);
 
@@ -914,6 +1286,12 @@ int main(int argc, char** argv) {
   if (!isas) return app::fail(kTool, isas.message());
   const unsigned threads = (unsigned)app::resolved_threads(common);
   if (peak) return run_peak(o, *isas, threads);
+  if (train) {
+    tb.enc_len = o.enc_len;
+    if (!runs_given) o.runs = 3;
+    if (thread_list.empty()) thread_list.push_back((int)threads);
+    return run_train(o, tb, thread_list);
+  }
 
   auto path = app::resolve_model(common);
   if (!path) return app::fail(kTool, path.message());
