@@ -38,8 +38,10 @@ void run_goldens(WeightType type, decode::ConstrainMode mode, const char* key, b
   GenerateOptions opt;
   opt.constrain = mode;
   eval::JsonlLine line;
-  int n = 0, same_ids = 0, same_calls = 0;
+  int n = 0, same_ids = 0, same_calls = 0, index = 0;
+  const int stride = fixtures::sample_stride();
   while (reader->next(line)) {
+    if (index++ % stride != 0) continue;
     auto tools = text::parse_tools(line.value.find("tools")->text);
     REQUIRE(tools.is_ok());
     auto g = (*gen)->run(line.value.find("query")->text, *tools, opt);
@@ -54,7 +56,8 @@ void run_goldens(WeightType type, decode::ConstrainMode mode, const char* key, b
     if (want.is_ok() && json::dump_sorted(*want) == json::dump_sorted(g->calls)) ++same_calls;
     else WARN("example " << n << ": got " << json::dump_compact(g->calls) << " want " << line.value.find(key)->text);
   }
-  CHECK(n == 144);
+  CHECK(index == 144);
+  CHECK(n == fixtures::sampled_count(144));
   CHECK(same_calls == n);
   if (compare_ids) CHECK(same_ids == n);
 }
@@ -97,9 +100,11 @@ TEST_CASE("e2e: teacher-forced loss equals the original's per example", "[e2e]")
   auto reader = eval::NeedleExampleReader::open(fixtures::shared("e2e/goldens.jsonl"));
   REQUIRE(reader.is_ok());
   eval::NeedleExample ex;
-  int n = 0;
+  int n = 0, index = 0;
+  const int stride = fixtures::sample_stride();
   double worst = 0;
   while (reader->next(ex)) {
+    if (index++ % stride != 0) continue;
     auto tools = text::parse_tools(ex.tools);
     REQUIRE(tools.is_ok());
     auto enc = text::build_encoder_input(e->tok, ex.query, *tools);
@@ -115,6 +120,7 @@ TEST_CASE("e2e: teacher-forced loss equals the original's per example", "[e2e]")
     CHECK(std::abs(l.sum - want) <= 1e-4 + 1e-4 * std::abs(want));
     ++n;
   }
-  CHECK(n == 144);
+  CHECK(index == 144);
+  CHECK(n == fixtures::sampled_count(144));
   WARN("worst |loss_sum - original| = " << worst);
 }

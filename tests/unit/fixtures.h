@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -20,6 +21,17 @@ namespace fixtures {
 inline std::string test_data(const std::string& name) { return std::string(NEEDLE_TEST_DATA) + "/" + name; }
 inline std::string shared(const std::string& name) { return std::string(NEEDLE_SHARED_FIXTURES) + "/" + name; }
 inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
+
+// Long loops over golden examples check every N-th one when NEEDLE_TEST_SAMPLE_STRIDE=N
+// (default 1: all). scripts/test-sanitize sets it: under ASan+UBSan the point is every code
+// path, not the 144th repetition of one (the Release stage always checks them all).
+inline int sample_stride() {
+  const char* s = std::getenv("NEEDLE_TEST_SAMPLE_STRIDE");
+  const int n = s ? std::atoi(s) : 1;
+  return n > 0 ? n : 1;
+}
+// How many of `total` examples a stride keeps.
+inline int sampled_count(int total) { return (total + sample_stride() - 1) / sample_stride(); }
 
 class Arrays {
  public:
