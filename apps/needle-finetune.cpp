@@ -7,6 +7,9 @@
 
 #include <atomic>
 #include <csignal>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -44,6 +47,21 @@ struct Opts {
 };
 
 constexpr float kLoraDefaultLr = 1e-3f;
+
+// Memory goes back to the system when a phase ends (training -> evaluation -> training), so the
+// process's peak is the largest phase, not their sum. glibc keeps freed blocks under its
+// (growing) mmap threshold in the heap, resident; a fixed 1 MiB threshold maps every large
+// buffer (activations, tensors) on its own, and malloc_trim returns what is left.
+void memory_policy() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
+}
+void return_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 // An in-memory f32 model from parameters that are not needed afterwards: each copy is freed as
 // soon as the next exists (parameters -> encoded tensors -> file bytes), so the peak is two
@@ -240,6 +258,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "on", "off"}));
   if (int rc = app::parse(app, argc, argv); rc >= 0) return rc;
   app::init_logging(common);
+  memory_policy();
   const unsigned threads = (unsigned)app::resolved_threads(common);
   if (!o.resume.empty() && o.checkpoint_dir.empty()) o.checkpoint_dir = o.resume;
   if (o.lora > 0 && app.count("--optimizer") && o.optimizer == "muon")
@@ -306,6 +325,7 @@ int main(int argc, char** argv) {
     if (!base_eval) return app::fail(kTool, base_eval.message(), app::kRuntimeError);
     fmt::print("BASE_EVAL:{}\n", json::dump_compact(eval_json(*base_eval)));
     std::fflush(stdout);
+    return_free_memory();
   }
 
   // Trainer (fresh or resumed).
@@ -404,15 +424,18 @@ int main(int argc, char** argv) {
     // Validation: loss and call F1; keep the best (F1, then lower loss). The activation buffers
     // are freed first (the next step allocates them again), so evaluation does not add to them.
     trainer->release_workspace();
+    return_free_memory();
     auto vl = split.val.empty() ? Result<double>(0.0) : val_loss(*trainer, examples, split.val, o.batch);
     if (!vl) return app::fail(kTool, vl.message(), app::kRuntimeError);
     trainer->release_workspace();
+    return_free_memory();
     double f1 = 0;
     if (!o.no_eval && !split.val.empty()) {
       auto ve = evaluate(trainer->merged_params(), cfg, *tok, examples, split.val, threads);
       if (!ve) return app::fail(kTool, ve.message(), app::kRuntimeError);
       f1 = ve->call_f1;
     }
+    return_free_memory();
     const double score = f1 - 1e-6 * *vl;
     spdlog::info("epoch {}: val loss {:.4f}, val call F1 {:.4f}", pr.epoch + 1, *vl, f1);
     if (score > pr.best_score || pr.best.empty()) {
@@ -456,12 +479,10 @@ int main(int argc, char** argv) {
     best = std::move(b).value();
   }
   pr.best = {};
+  return_free_memory();
   spdlog::info("best epoch {}", pr.best_epoch + 1);
-  if (!o.no_eval && !split.test.empty()) {
-    auto fe = evaluate(best, cfg, *tok, examples, split.test, threads);
-    if (!fe) return app::fail(kTool, fe.message(), app::kRuntimeError);
-    fmt::print("FINETUNED_EVAL:{}\n", json::dump_compact(eval_json(*fe)));
-  }
+  // Written first, then evaluated (the evaluation consumes the parameters: one copy less at
+  // the peak; and a failing evaluation does not lose the model).
   WriteOptions wo;
   wo.type = *weight_type_from_name(o.type);
   wo.tokenizer = tok_bytes;
@@ -472,6 +493,11 @@ int main(int argc, char** argv) {
     auto bytes = write_pickle_checkpoint(params_to_pickle(best, cfg));
     if (!bytes) return app::fail(kTool, bytes.message(), app::kRuntimeError);
     if (auto st = write_file_atomic(o.export_pkl, *bytes); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
+  }
+  if (!o.no_eval && !split.test.empty()) {
+    auto fe = evaluate(std::move(best), cfg, *tok, examples, split.test, threads);
+    if (!fe) return app::fail(kTool, fe.message(), app::kRuntimeError);
+    fmt::print("FINETUNED_EVAL:{}\n", json::dump_compact(eval_json(*fe)));
   }
   return app::kOk;
 }

@@ -46,8 +46,9 @@ struct AttnActs {
 
 // Buffers of one block's backward (and of a recomputed forward), reused by every block of a pass.
 struct BlockScratch {
-  Vec ga, gb;            // two [T, d] gradient buffers, reused along the backward (see attn_block_backward)
-  Vec dk, dv, dk_raw;    // [Tk, kv]
+  Vec ga, gb;            // two [T, d] buffers, reused along the backward (see attn_block_backward);
+                         // ga also takes the branch output y of a forward that keeps no activations
+  Vec dk, dv;            // [Tk, kv]
   Vec wq;                // a fake-quantized (or merged) kernel [out, in]
   Vec bt, g;             // LoRA: B^T [rank, out]; s dy B [T, rank]
   AttnActs acts;         // the block being recomputed, or any block of a forward-only pass
@@ -115,17 +116,18 @@ const float* effective_kernel(const Ctx& cx, const Dense& L, Vec& buf) {
   return buf.data();
 }
 
-// y [T, out] = x [T, in] W^T (+ adapter). u receives s x A^T when there is an adapter.
+// y [T, out] = x [T, in] W^T (+ adapter). u receives s x A^T when there is an adapter. y null:
+// only u (a recomputed forward whose output nothing reads).
 void dense_forward(const Ctx& cx, const Dense& L, float* y, const float* x, int T, Vec& u) {
   BlockScratch& sc = *cx.scratch;
-  matmul_forward(y, x, effective_kernel(cx, L, sc.wq), T, L.in, L.out, cx.pool);
+  if (y) matmul_forward(y, x, effective_kernel(cx, L, sc.wq), T, L.in, L.out, cx.pool);
   if (!L.lora) return;
   const int r = cx.lora->rank;
   const float s = cx.lora->scale();
   u.resize((size_t)T * r);
   matmul_forward(u.data(), x, L.lora->a.data(), T, L.in, r, cx.pool);
   for (float& e : u) e *= s;
-  if (cx.fake_quant) return;  // the adapter is inside the quantized kernel
+  if (cx.fake_quant || !y) return;  // the adapter is inside the quantized kernel / no output
   sc.bt.resize((size_t)r * L.out);
   transpose(sc.bt.data(), L.lora->b.data(), L.out, r);
   matmul_backward(y, nullptr, u.data(), nullptr, sc.bt.data(), T, L.out, r, cx.pool);  // y += u B^T
@@ -183,9 +185,11 @@ struct BlockParams {
   }
 };
 
-// The block's output branch a.y (before the gated residual) from its input x_in.
+// The block's output branch y [T, d] (before the gated residual) from its input x_in, keeping
+// the intermediate activations in `a`. y null: everything but the out projection's output (a
+// recomputation for a backward that does not read y: frozen gate).
 void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const float* kv_in, const BlockShape& s,
-                        const BlockParams& bp) {
+                        const BlockParams& bp, float* y) {
   const Config& c = cx.c;
   const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
@@ -215,24 +219,25 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const flo
   a.ctx.resize((size_t)T * d);
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
   attention_forward(a.ctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid, as, cx.pool);
-  a.y.resize((size_t)T * d);
-  dense_forward(cx, bp.dense(c, 'o'), a.y.data(), a.ctx.data(), T, a.uo);
+  dense_forward(cx, bp.dense(c, 'o'), y, a.ctx.data(), T, a.uo);
 }
 
 // dx: gradient of the residual stream after the block on entry, before it on return.
 // d_kv_in: for cross-attention, receives the gradient of the encoder output.
 //
-// Two [T, d] buffers carry the chain: ga = dy -> (free) -> dq -> (free) -> dh and
-// gb = dctx -> (free) -> dq_raw, each reused once its previous content is dead.
-void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, Vec& dx, const float* kv_in,
-                         float* d_kv_in, const BlockShape& s, const BlockParams& bp, const Dropout& drop) {
+// Two [T, d] buffers carry the chain: ga = dy -> (free) -> dq -> dq_raw (in place) and
+// gb = dctx -> (free) -> dh, each reused once its previous content is dead; dk -> dk_raw in place.
+// y: the branch output (read only for the gate's gradient; may be null when the gate is frozen).
+void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, const float* y, Vec& dx,
+                         const float* kv_in, float* d_kv_in, const BlockShape& s, const BlockParams& bp,
+                         const Dropout& drop) {
   BlockScratch& sc = *cx.scratch;
   const Config& c = cx.c;
   const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
 
   Vec& dy = zeroed(sc.ga, (size_t)T * d);
-  residual_backward(dy.data(), bp.dgate, dx.data(), a.y.data(), bp.gate, drop, dy.size());
+  residual_backward(dy.data(), bp.dgate, dx.data(), y, bp.gate, drop, dy.size());
 
   Vec& dctx = zeroed(sc.gb, (size_t)T * d);
   dense_backward(cx, bp.dense(c, 'o'), dctx.data(), dy.data(), a.ctx.data(), T, a.uo);
@@ -247,14 +252,14 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, Ve
     rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta);
     rope_backward(dk.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
   }
-  Vec& dq_raw = zeroed(sc.gb, dq.size());  // dctx is dead
-  Vec& dk_raw = zeroed(sc.dk_raw, dk.size());
-  rmsnorm_backward(dq_raw.data(), bp.gw ? bp.gw->q_norm.data() : nullptr, dq.data(), a.q_raw.data(), a.q_rstd.data(),
-                   bp.w.q_norm.data(), T * H, hd);
-  rmsnorm_backward(dk_raw.data(), bp.gw ? bp.gw->k_norm.data() : nullptr, dk.data(), a.k_raw.data(), a.k_rstd.data(),
-                   bp.w.k_norm.data(), Tk * Hkv, hd);
+  rmsnorm_backward_inplace(dq.data(), bp.gw ? bp.gw->q_norm.data() : nullptr, a.q_raw.data(), a.q_rstd.data(),
+                           bp.w.q_norm.data(), T * H, hd);
+  rmsnorm_backward_inplace(dk.data(), bp.gw ? bp.gw->k_norm.data() : nullptr, a.k_raw.data(), a.k_rstd.data(),
+                           bp.w.k_norm.data(), Tk * Hkv, hd);
+  const Vec& dq_raw = dq;
+  const Vec& dk_raw = dk;
 
-  Vec& dh = zeroed(sc.ga, (size_t)T * d);  // dq is dead
+  Vec& dh = zeroed(sc.gb, (size_t)T * d);  // dctx is dead
   dense_backward(cx, bp.dense(c, 'q'), dh.data(), dq_raw.data(), a.h.data(), T, a.uq);
   const float* kv = s.self ? a.h.data() : kv_in;
   float* dkv = s.self ? dh.data() : d_kv_in;
@@ -268,30 +273,40 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, Ve
 // Forward of a block in the pass's keep mode: x += sigmoid(gate) * drop(branch).
 void block_forward(const Ctx& cx, AttnActs& kept, Vec& x, const float* kv_in, const BlockShape& s,
                    const BlockParams& bp, const Dropout& drop) {
-  AttnActs* a = &kept;
   const float* x_in = x.data();
   if (cx.keep != Keep::None) {
     kept.x_in = x;
     x_in = kept.x_in.data();
   }
-  if (cx.keep != Keep::All) {
-    if (cx.keep == Keep::Input) kept.release_all_but_input();
-    a = &cx.scratch->acts;
+  if (cx.keep == Keep::All) {
+    kept.y.resize(x.size());
+    attn_block_forward(cx, kept, x_in, kv_in, s, bp, kept.y.data());
+    residual_forward(x.data(), kept.y.data(), bp.gate, drop, x.size());
+    return;
   }
-  attn_block_forward(cx, *a, x_in, kv_in, s, bp);
-  residual_forward(x.data(), a->y.data(), bp.gate, drop, x.size());
+  if (cx.keep == Keep::Input) kept.release_all_but_input();
+  Vec& y = cx.scratch->ga;  // free until the backward starts
+  y.resize(x.size());
+  attn_block_forward(cx, cx.scratch->acts, x_in, kv_in, s, bp, y.data());
+  residual_forward(x.data(), y.data(), bp.gate, drop, x.size());
 }
 
 // Backward of a block, recomputing its forward from the kept input first when the pass keeps
 // only inputs (the same ops on the same values: bit-identical activations).
 void block_backward(const Ctx& cx, const AttnActs& kept, Vec& dx, const float* kv_in, float* d_kv_in,
                     const BlockShape& s, const BlockParams& bp, const Dropout& drop) {
-  const AttnActs* a = &kept;
-  if (cx.keep == Keep::Input) {
-    attn_block_forward(cx, cx.scratch->acts, kept.x_in.data(), kv_in, s, bp);
-    a = &cx.scratch->acts;
+  if (cx.keep == Keep::All) {
+    attn_block_backward(cx, kept, kept.x_in.data(), kept.y.data(), dx, kv_in, d_kv_in, s, bp, drop);
+    return;
   }
-  attn_block_backward(cx, *a, kept.x_in.data(), dx, kv_in, d_kv_in, s, bp, drop);
+  AttnActs& a = cx.scratch->acts;
+  float* y = nullptr;  // only the gate's gradient reads the branch output
+  if (bp.dgate) {
+    a.y.resize(dx.size());
+    y = a.y.data();
+  }
+  attn_block_forward(cx, a, kept.x_in.data(), kv_in, s, bp, y);
+  attn_block_backward(cx, a, kept.x_in.data(), y, dx, kv_in, d_kv_in, s, bp, drop);
 }
 
 // The adapters of attention i of a list (nullable).
@@ -334,12 +349,13 @@ void encoder_forward(const Ctx& cx, EncoderActs& a) {
   rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.encoder_norm.data(), T, d);
 }
 
-void encoder_backward(const Ctx& cx, const EncoderActs& a, const Vec& d_out, Params* g, Lora* gl) {
+// d_out: gradient of the encoder output on entry; used as the stream's gradient (overwritten).
+void encoder_backward(const Ctx& cx, const EncoderActs& a, Vec& d_out, Params* g, Lora* gl) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
-  Vec dx = zeros((size_t)T * d);
-  rmsnorm_backward(dx.data(), g ? g->encoder_norm.data() : nullptr, d_out.data(), a.x_last.data(), a.rstd.data(),
-                   cx.p.encoder_norm.data(), T, d);
+  Vec& dx = d_out;
+  rmsnorm_backward_inplace(dx.data(), g ? g->encoder_norm.data() : nullptr, a.x_last.data(), a.rstd.data(),
+                           cx.p.encoder_norm.data(), T, d);
   const BlockShape s{a.B, a.L, a.L, true, false, a.valid.data()};
   for (size_t l = cx.p.encoder.size(); l-- > 0;)
     block_backward(cx, a.layers[l], dx, nullptr, nullptr, s, encoder_block(cx, l, g, gl), cx.drop(a.site + l));
@@ -391,14 +407,15 @@ void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, cons
   rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.decoder_norm.data(), T, d);
 }
 
-// d_out: gradient of the final-normed decoder output; adds the encoder output's gradient to d_enc.
+// d_out: gradient of the final-normed decoder output (overwritten: it becomes the stream's
+// gradient); adds the encoder output's gradient to d_enc.
 void decoder_backward(const Ctx& cx, const DecoderActs& a, const TextBatch& batch, const EncoderActs& enc,
-                      const Vec& d_out, Vec& d_enc, Params* g, Lora* gl) {
+                      Vec& d_out, Vec& d_enc, Params* g, Lora* gl) {
   const Config& c = cx.c;
   const int d = c.d_model, T = a.B * a.L;
-  Vec dx = zeros((size_t)T * d);
-  rmsnorm_backward(dx.data(), g ? g->decoder_norm.data() : nullptr, d_out.data(), a.x_last.data(), a.rstd.data(),
-                   cx.p.decoder_norm.data(), T, d);
+  Vec& dx = d_out;
+  rmsnorm_backward_inplace(dx.data(), g ? g->decoder_norm.data() : nullptr, a.x_last.data(), a.rstd.data(),
+                           cx.p.decoder_norm.data(), T, d);
   const BlockShape ss{a.B, a.L, a.L, true, true, a.valid.data()};
   const BlockShape cs{a.B, a.L, enc.L, false, false, enc.valid.data()};
   for (size_t l = cx.p.decoder.size(); l-- > 0;) {
@@ -413,12 +430,37 @@ void decoder_backward(const Ctx& cx, const DecoderActs& a, const TextBatch& batc
 // =============================================================================================
 // Output head (logits = h E^T over the target positions only) and the text loss.
 
+// The head runs in chunks of kLmChunk target rows. A pass that keeps all activations keeps
+// every chunk's probabilities for the backward; otherwise (recomputing or forward-only passes)
+// one chunk buffer is reused and the backward recomputes each chunk's logits (one more GEMM,
+// ~2% of a step at the 26M shape, instead of [R, V] floats: 32 MiB at batch 16 x 64).
+constexpr int kLmChunk = 128;
+
 struct LmActs {
   std::vector<int> rows;  // decoder rows with dec_seg > 0
   Vec h;                  // their final-normed states [R, d]
-  Vec probs;              // softmax(logits) [R, V]
+  Vec probs;              // softmax(logits): [R, V] (Keep::All) or one chunk [kLmChunk, V]
+  Vec ht, ct;             // one chunk of h transposed [d, n]; its logits transposed [V, n]
   std::vector<double> lse;
 };
+
+// Logits of target rows [r0, r0 + n) into out [n, V]. logits^T = E h^T is one GEMM with the
+// embedding E [V, d] as stored (matmul_forward would make a transposed copy of E, 16 MiB at the
+// 26M shape), then transposed. The same chunks in every pass: bit-identical logits.
+void lm_logits(const Ctx& cx, LmActs& a, int r0, int n, float* out) {
+  const int d = cx.c.d_model, V = cx.c.vocab_size;
+  a.ht.resize((size_t)d * n);
+  transpose(a.ht.data(), a.h.data() + (size_t)r0 * d, n, d);
+  a.ct.resize((size_t)V * n);
+  gemm_threaded(V, n, d, cx.p.embedding.data(), (size_t)d, 1, a.ht.data(), (size_t)n, a.ct.data(), (size_t)n,
+                /*accumulate=*/false, cx.pool);
+  transpose(out, a.ct.data(), V, n);
+}
+
+// Where chunk r0's probabilities live.
+float* lm_chunk(const Ctx& cx, LmActs& a, int r0) {
+  return cx.keep == Keep::All ? a.probs.data() + (size_t)r0 * cx.c.vocab_size : a.probs.data();
+}
 
 TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, const TextBatch& batch,
                            const LossOptions& opt) {
@@ -431,23 +473,26 @@ TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, con
   a.h.resize((size_t)R * d);
   for (int i = 0; i < R; ++i)
     std::copy_n(dec.out.data() + (size_t)a.rows[(size_t)i] * d, d, a.h.data() + (size_t)i * d);
-  a.probs.resize((size_t)R * V);
-  matmul_forward(a.probs.data(), a.h.data(), cx.p.embedding.data(), R, d, V, cx.pool);
-
+  a.probs.resize((size_t)(cx.keep == Keep::All ? R : std::min(R, kLmChunk)) * V);
   a.lse.resize((size_t)R);
   double ce = 0, zz = 0;
-  for (int i = 0; i < R; ++i) {
-    float* z = a.probs.data() + (size_t)i * V;
-    const int r = a.rows[(size_t)i];
-    const float logit_t = z[batch.tgt_out[(size_t)r]];
-    const float mx = *std::max_element(z, z + V);
-    double sum = 0;
-    for (int j = 0; j < V; ++j) sum += std::exp((double)z[j] - mx);
-    const double lse = mx + std::log(sum);
-    for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));  // logits -> probabilities
-    a.lse[(size_t)i] = lse;
-    ce += (lse - logit_t) * opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
-    zz += lse * lse;
+  for (int r0 = 0; r0 < R; r0 += kLmChunk) {
+    const int n = std::min(kLmChunk, R - r0);
+    float* chunk = lm_chunk(cx, a, r0);
+    lm_logits(cx, a, r0, n, chunk);
+    for (int i = r0; i < r0 + n; ++i) {
+      float* z = chunk + (size_t)(i - r0) * V;
+      const int r = a.rows[(size_t)i];
+      const float logit_t = z[batch.tgt_out[(size_t)r]];
+      const float mx = *std::max_element(z, z + V);
+      double sum = 0;
+      for (int j = 0; j < V; ++j) sum += std::exp((double)z[j] - mx);
+      const double lse = mx + std::log(sum);
+      for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));  // logits -> probabilities
+      a.lse[(size_t)i] = lse;
+      ce += (lse - logit_t) * opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
+      zz += lse * lse;
+    }
   }
   const double n = std::max(R, 1);
   TextLoss out;
@@ -465,23 +510,39 @@ void text_loss_backward(const Ctx& cx, LmActs& a, const TextBatch& batch, const 
   const Config& c = cx.c;
   const int d = c.d_model, V = c.vocab_size, R = (int)a.rows.size();
   const double n = std::max(R, 1);
-  for (int i = 0; i < R; ++i) {
-    float* p = a.probs.data() + (size_t)i * V;  // becomes dlogits in place
-    const int r = a.rows[(size_t)i];
-    const float w = opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
-    const float cw = (float)(scale * w / n);
-    const float cz = (float)(scale * 2.0 * opt.z_loss * a.lse[(size_t)i] / n);
-    for (int j = 0; j < V; ++j) p[j] *= cw + cz;
-    p[batch.tgt_out[(size_t)r]] -= cw;
-  }
   Vec dh = zeros((size_t)R * d);
-  matmul_backward(dh.data(), g ? g->embedding.data() : nullptr, a.probs.data(), a.h.data(), cx.p.embedding.data(), R, d,
-                  V, cx.pool);
+  for (int r0 = 0; r0 < R; r0 += kLmChunk) {
+    const int m = std::min(kLmChunk, R - r0);
+    float* chunk = lm_chunk(cx, a, r0);
+    if (cx.keep != Keep::All) {  // the forward's probabilities again: same logits, same lse
+      lm_logits(cx, a, r0, m, chunk);
+      for (int i = r0; i < r0 + m; ++i) {
+        float* z = chunk + (size_t)(i - r0) * V;
+        const double lse = a.lse[(size_t)i];
+        for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));
+      }
+    }
+    for (int i = r0; i < r0 + m; ++i) {
+      float* p = chunk + (size_t)(i - r0) * V;  // becomes dlogits in place
+      const int r = a.rows[(size_t)i];
+      const float w = opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
+      const float cw = (float)(scale * w / n);
+      const float cz = (float)(scale * 2.0 * opt.z_loss * a.lse[(size_t)i] / n);
+      for (int j = 0; j < V; ++j) p[j] *= cw + cz;
+      p[batch.tgt_out[(size_t)r]] -= cw;
+    }
+    matmul_backward(dh.data() + (size_t)r0 * d, g ? g->embedding.data() : nullptr, chunk, a.h.data() + (size_t)r0 * d,
+                    cx.p.embedding.data(), m, d, V, cx.pool);
+  }
   for (int i = 0; i < R; ++i) {
     const float* src = dh.data() + (size_t)i * d;
     float* dst = d_dec_out.data() + (size_t)a.rows[(size_t)i] * d;
     for (int k = 0; k < d; ++k) dst[k] += src[k];
   }
+  // A recomputing pass saves memory: the head's buffers (~10 MiB at the 26M shape) are idle
+  // for the rest of the backward, where the peak is.
+  if (cx.keep != Keep::All)
+    for (Vec* v : {&a.probs, &a.ct, &a.ht, &a.h}) Vec().swap(*v);
 }
 
 // =============================================================================================

@@ -63,6 +63,21 @@ void rmsnorm_backward(float* dx, float* dscale, const float* dout, const float* 
   }
 }
 
+void rmsnorm_backward_inplace(float* d, float* dscale, const float* x, const float* rstd, const float* scale, int rows,
+                              int n) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + (size_t)r * n;
+    float* dy = d + (size_t)r * n;
+    const float inv = rstd[r];
+    double gx = 0;
+    for (int i = 0; i < n; ++i) gx += (double)dy[i] * (1.0f + scale[i]) * xr[i];
+    const float c = (float)(gx / n) * inv * inv;
+    if (dscale)
+      for (int i = 0; i < n; ++i) dscale[i] += dy[i] * xr[i] * inv;
+    for (int i = 0; i < n; ++i) dy[i] = inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // RoPE
 

@@ -27,6 +27,10 @@ void embedding_backward(float* dE, const float* dout, const int32_t* tokens, int
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* scale, int rows, int n);
 void rmsnorm_backward(float* dx, float* dscale, const float* dout, const float* x, const float* rstd,
                       const float* scale, int rows, int n);
+// The same with dx written over dout (d: dout on entry, dx on return), for a gradient buffer
+// that is dead after the norm; equals rmsnorm_backward into a zeroed dx.
+void rmsnorm_backward_inplace(float* d, float* dscale, const float* x, const float* rstd, const float* scale, int rows,
+                              int n);
 
 // ---- RoPE, half-split, in place on x [B*L, heads, hd]; row (b, t) has position t.
 void rope_forward(float* x, int B, int L, int heads, int hd, double theta);

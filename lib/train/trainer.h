@@ -99,8 +99,15 @@ class Trainer {
   const OptimState& optim_state() const { return s_; }
   int64_t step() const { return step_; }
   uint64_t rng_state() const { return rng_; }
-  // Changes the schedule length or the learning rates of a resumed run (the state stays).
-  void set_options(const TrainOptions& o) { o_ = o; }
+  // Changes the schedule length or the learning rates of a resumed run (the state stays; so do
+  // the LoRA rank and alpha, which the state's shapes depend on).
+  void set_options(const TrainOptions& o) {
+    const int rank = o_.lora_rank;
+    const float alpha = o_.lora_alpha;
+    o_ = o;
+    o_.lora_rank = rank;
+    o_.lora_alpha = alpha;
+  }
 
  private:
   Trainer() = default;

@@ -19,6 +19,14 @@
 //   export merge uses, so a QAT step's loss equals the merged model's fake-quantized loss exactly.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
 #include <cmath>
 #include <map>
 #include <random>
@@ -512,3 +520,76 @@ TEST_CASE("LoRA: checkpoint holds adapters and moments, resumes bit-identically,
   o.lora_rank = c.d_model + 1;
   CHECK_FALSE(Trainer::create(c, p, o).is_ok());
 }
+
+// Benchmarks, not tests (hidden; run ONE per process, since peak RSS is per process):
+//   needle_tests "LoRA benchmark: 26M shape with recompute"      (the configuration --lora uses)
+//   needle_tests "LoRA benchmark: 26M shape without recompute"
+//   needle_tests "Full fine-tuning benchmark: 26M shape with recompute"
+// Batch 16 x (256 encoder + 64 decoder) tokens, every position real, 2 threads, rank 8; prints
+// seconds per step, tokens/s (encoder + decoder tokens) and the process's peak RSS.
+namespace {
+// Current and peak resident memory (MiB) from /proc/self/status.
+std::string rss_now() {
+  std::ifstream f("/proc/self/status");
+  std::string line, out;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS", 0) == 0 || line.rfind("VmHWM", 0) == 0) {
+      std::istringstream in(line.substr(6));
+      long kb = 0;
+      in >> kb;
+      out += line.substr(0, 5) + " " + std::to_string(kb / 1024) + " MiB ";
+    }
+  return out;
+}
+void bench_26m(int rank, bool recompute, int steps) {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);  // needle-finetune's allocation policy (apps/needle-finetune.cpp)
+#endif
+  Config c;  // the released shape (fixtures/README.md "full")
+  c.vocab_size = 8192;
+  c.d_model = 512;
+  c.num_heads = 8;
+  c.num_kv_heads = 4;
+  c.num_encoder_layers = 12;
+  c.num_decoder_layers = 8;
+  c.contrastive_dim = 128;
+  REQUIRE(c.validate().is_ok());
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> tok(6, c.vocab_size - 1), cls(0, 3);
+  TextBatch b;
+  b.batch = 16;
+  b.enc_len = 256;
+  b.dec_len = 64;
+  for (int i = 0; i < b.batch * b.enc_len; ++i) b.src.push_back(tok(rng)), b.enc_seg.push_back(1);
+  for (int i = 0; i < b.batch * b.dec_len; ++i)
+    b.tgt_in.push_back(tok(rng)), b.tgt_out.push_back(tok(rng)), b.dec_seg.push_back(1), b.loss_class.push_back(cls(rng));
+  TrainOptions o;
+  o.schedule.total_steps = 1000;
+  o.qat_every = 2;  // every other step is a QAT step (its peak counts too)
+  o.lora_rank = rank;
+  o.recompute = recompute;
+  o.optim.adam_lr = 1e-3f;
+  auto t = Trainer::create(c, init_params(c, 1), o, 2);
+  REQUIRE(t.is_ok());
+  WARN("after Trainer::create: " << rss_now());
+  REQUIRE(t->eval_loss(b).is_ok());
+  WARN("after a forward-only pass: " << rss_now());
+  const double tokens = (double)b.batch * (b.enc_len + b.dec_len);
+  for (int s = 0; s < steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto st = t->train_step(b);
+    REQUIRE(st.is_ok());
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    WARN((rank ? "LoRA rank " + std::to_string(rank) : std::string("full fine-tuning"))
+         << (recompute ? ", recompute" : ", no recompute") << ": step " << s << (st->fake_quant ? " (QAT)" : "")
+         << " " << sec << " s, " << tokens / sec << " tok/s, loss " << st->loss << " " << rss_now());
+  }
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  WARN("peak RSS " << ru.ru_maxrss / 1024 << " MiB (" << ru.ru_maxrss * 1024 / 1000000 << " MB)");
+}
+}  // namespace
+
+TEST_CASE("LoRA benchmark: 26M shape with recompute", "[.][lora-bench]") { bench_26m(8, true, 3); }
+TEST_CASE("LoRA benchmark: 26M shape without recompute", "[.][lora-bench]") { bench_26m(8, false, 3); }
+TEST_CASE("Full fine-tuning benchmark: 26M shape with recompute", "[.][lora-bench]") { bench_26m(0, true, 2); }
