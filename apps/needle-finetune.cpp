@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
   app.add_option("--lora-alpha", o.lora_alpha, "LoRA scale numerator: W + (alpha/rank) B A (default: alpha = rank)")
       ->check(CLI::PositiveNumber);
   app.add_option("--recompute", o.recompute,
-                 "Recompute activations in the backward (less memory, ~1/3 more compute): auto (on with --lora), on, off")
+                 "Recompute activations in the backward (far less memory, one more forward per step): auto (on with --lora), on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   if (int rc = app::parse(app, argc, argv); rc >= 0) return rc;
   app::init_logging(common);

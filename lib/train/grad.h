@@ -88,9 +88,10 @@ struct PassOptions {
   // fake_quantize(W) -- with LoRA fake_quantize(merged_kernel(W, A, B)) -- computed per layer on
   // the fly; gradients pass straight through (to W, or by the chain rule through W + s B A to A, B).
   bool fake_quant = false;
-  // Activation checkpointing: the backward keeps only each attention block's input and
-  // recomputes the block's forward (bit-identical; ~1/3 more compute, activation memory
-  // ~1/6). Forward-only passes never keep per-block activations.
+  // Activation checkpointing: the forward keeps only each attention block's input and the
+  // backward recomputes the block's forward (bit-identical; one more forward per step; at the
+  // 26M shape, batch 16 x 320, ~250 MiB of activations instead of ~1.2 GB). Forward-only passes
+  // never keep per-block activations.
   bool recompute = false;
 };
 
