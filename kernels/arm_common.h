@@ -301,5 +301,82 @@ struct NeonGemm {
   }
 };
 
+// ---- masked row softmax and its backward (Kernels::softmax_rows*), 4 keys per step ----
+inline uint32x4_t softmax_visible4(const uint8_t* key_mask, size_t j, size_t lim) {
+  const uint32_t idx0[4] = {0, 1, 2, 3};
+  const uint32x4_t idx = vaddq_u32(vdupq_n_u32(static_cast<uint32_t>(j)), vld1q_u32(idx0));
+  uint32x4_t vis = vcltq_u32(idx, vdupq_n_u32(static_cast<uint32_t>(lim)));
+  if (key_mask) {
+    uint32_t b4;
+    std::memcpy(&b4, key_mask + j, 4);
+    const uint32x4_t w = vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(b4)))));
+    vis = vandq_u32(vis, vcgtq_u32(w, vdupq_n_u32(0)));
+  }
+  return vis;
+}
+
+void softmax_rows_neon(float* x, size_t ld, size_t rows, size_t n, float scale, const uint8_t* key_mask, bool causal,
+                       size_t pos0) {
+  const float32x4_t vlow = vdupq_n_f32(-FLT_MAX);
+  for (size_t r = 0; r < rows; ++r) {
+    float* xr = x + r * ld;
+    const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
+    float32x4_t vmax = vlow;
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float32x4_t v = vbslq_f32(softmax_visible4(key_mask, j, lim), vmulq_n_f32(vld1q_f32(xr + j), scale), vlow);
+      vst1q_f32(xr + j, v);
+      vmax = vmaxq_f32(vmax, v);
+    }
+    float m = vmaxvq_f32(vmax);
+    for (size_t t = j; t < n; ++t) {
+      xr[t] = t < lim && (!key_mask || key_mask[t]) ? xr[t] * scale : -FLT_MAX;
+      m = xr[t] > m ? xr[t] : m;
+    }
+    const float32x4_t vm = vdupq_n_f32(m);
+    float32x4_t vsum = vdupq_n_f32(0.0f);
+    for (j = 0; j + 4 <= n; j += 4) {
+      const float32x4_t e = exp128(vsubq_f32(vld1q_f32(xr + j), vm));
+      vst1q_f32(xr + j, e);
+      vsum = vaddq_f32(vsum, e);
+    }
+    if (j < n) {
+      float buf[4];
+      for (size_t t = 0; t < 4; ++t) buf[t] = j + t < n ? xr[j + t] : -INFINITY;
+      const float32x4_t e = exp128(vsubq_f32(vld1q_f32(buf), vm));
+      vst1q_f32(buf, e);
+      vsum = vaddq_f32(vsum, e);
+      for (size_t t = 0; j + t < n; ++t) xr[j + t] = buf[t];
+    }
+    const float inv = 1.0f / vaddvq_f32(vsum);
+    for (j = 0; j + 4 <= n; j += 4) vst1q_f32(xr + j, vmulq_n_f32(vld1q_f32(xr + j), inv));
+    for (; j < n; ++j) xr[j] *= inv;
+  }
+}
+
+void softmax_rows_backward_neon(const float* p, size_t ldp, float* g, size_t ldg, size_t rows, size_t n, float scale,
+                                const uint8_t* key_mask, bool causal, size_t pos0) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* pr = p + r * ldp;
+    float* gr = g + r * ldg;
+    const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
+    float32x4_t d0 = vdupq_n_f32(0.0f), d1 = d0;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      d0 = vfmaq_f32(d0, vld1q_f32(pr + j), vld1q_f32(gr + j));
+      d1 = vfmaq_f32(d1, vld1q_f32(pr + j + 4), vld1q_f32(gr + j + 4));
+    }
+    for (; j + 4 <= n; j += 4) d0 = vfmaq_f32(d0, vld1q_f32(pr + j), vld1q_f32(gr + j));
+    float D = vaddvq_f32(vaddq_f32(d0, d1));
+    for (; j < n; ++j) D += pr[j] * gr[j];
+    const float32x4_t vd = vdupq_n_f32(D);
+    for (j = 0; j + 4 <= n; j += 4) {
+      const float32x4_t v = vmulq_n_f32(vmulq_f32(vld1q_f32(pr + j), vsubq_f32(vld1q_f32(gr + j), vd)), scale);
+      vst1q_f32(gr + j, vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), softmax_visible4(key_mask, j, lim))));
+    }
+    for (; j < n; ++j) gr[j] = j < lim && (!key_mask || key_mask[j]) ? pr[j] * (gr[j] - D) * scale : 0.0f;
+  }
+}
+
 }  // namespace
 }  // namespace nk::detail

@@ -28,6 +28,7 @@ const Kernels kNeon = {
     Isa::neon, "neon", quantize_q8_neon, G::gemv_q4, G::gemm_q4, G::gemv_q8, G::gemm_q8,
     attention_neon, rmsnorm_neon, rope_neon, gated_residual_neon,
     sgemm_neon, kSgemmNeonMR, kSgemmNeonNR,
+    softmax_rows_neon, softmax_rows_backward_neon,
 };
 
 }  // namespace

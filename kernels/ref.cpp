@@ -161,9 +161,42 @@ void gated_residual_ref(float* x, const float* y, float gate, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] += sg * y[i];
 }
 
+// The training attention's softmax as the model defines it: one row at a time, the sum in f32 in
+// key order, std::exp; the backward's dot product in double.
+void softmax_rows_ref(float* x, size_t ld, size_t rows, size_t n, float scale, const uint8_t* key_mask, bool causal,
+                      size_t pos0) {
+  for (size_t r = 0; r < rows; ++r) {
+    float* xr = x + r * ld;
+    const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
+    float m = -FLT_MAX;
+    for (size_t j = 0; j < n; ++j) {
+      xr[j] = j < lim && (!key_mask || key_mask[j]) ? xr[j] * scale : -FLT_MAX;
+      m = std::max(m, xr[j]);
+    }
+    float sum = 0.0f;
+    for (size_t j = 0; j < n; ++j) sum += (xr[j] = std::exp(xr[j] - m));
+    const float inv = 1.0f / sum;
+    for (size_t j = 0; j < n; ++j) xr[j] *= inv;
+  }
+}
+
+void softmax_rows_backward_ref(const float* p, size_t ldp, float* g, size_t ldg, size_t rows, size_t n, float scale,
+                               const uint8_t* key_mask, bool causal, size_t pos0) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* pr = p + r * ldp;
+    float* gr = g + r * ldg;
+    const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
+    double D = 0;
+    for (size_t j = 0; j < n; ++j) D += static_cast<double>(pr[j]) * gr[j];
+    for (size_t j = 0; j < n; ++j)
+      gr[j] = j < lim && (!key_mask || key_mask[j]) ? pr[j] * (gr[j] - static_cast<float>(D)) * scale : 0.0f;
+  }
+}
+
 const Kernels kRef = {
     Isa::scalar, "scalar", quantize_q8_ref, gemv_q4_ref, gemm_q4_ref, gemv_q8_ref, gemm_q8_ref,
     attention_ref, rmsnorm_ref, rope_ref, gated_residual_ref, sgemm_ref, kSgemmRefMR, kSgemmRefNR,
+    softmax_rows_ref, softmax_rows_backward_ref,
 };
 
 }  // namespace

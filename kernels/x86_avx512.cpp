@@ -63,6 +63,7 @@ const Kernels kAvx512 = {
     Isa::avx512, "avx512", quantize_q8_avx2, gemv_q4, gemm_q4, gemv_q8, gemm_q8,
     attention_avx2, rmsnorm_avx2, rope_avx2, gated_residual_avx2,
     sgemm_avx512, kSgemmAvx512MR, kSgemmAvx512NR,
+    softmax_rows_avx2, softmax_rows_backward_avx2,
 };
 
 }  // namespace

@@ -531,5 +531,83 @@ void gemm_q4_tiled(const BlockQ4* w, const BlockQ8* x, float* y, size_t ldy, siz
   if (n8 < n1) gemm_driver<P, BlockQ4, 4, 1>(w, x, y, ldy, M, k, n8, n1);
 }
 
+// ---- masked row softmax and its backward (Kernels::softmax_rows*), 8 keys per step ----
+// Visible lanes j..j+7 (j + 8 <= n): j < lim and key_mask[j] != 0.
+inline __m256 softmax_visible8(const uint8_t* key_mask, size_t j, size_t lim) {
+  const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256 vis = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(lim)), idx));
+  if (key_mask) {
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key_mask + j)));
+    vis = _mm256_and_ps(vis, _mm256_castsi256_ps(_mm256_cmpgt_epi32(b, _mm256_setzero_si256())));
+  }
+  return vis;
+}
+
+void softmax_rows_avx2(float* x, size_t ld, size_t rows, size_t n, float scale, const uint8_t* key_mask, bool causal,
+                       size_t pos0) {
+  const __m256 vs = _mm256_set1_ps(scale), vlow = _mm256_set1_ps(-FLT_MAX);
+  for (size_t r = 0; r < rows; ++r) {
+    float* xr = x + r * ld;
+    const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
+    // scaled and masked scores, their max
+    __m256 vmax = vlow;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256 v = _mm256_blendv_ps(vlow, _mm256_mul_ps(_mm256_loadu_ps(xr + j), vs), softmax_visible8(key_mask, j, lim));
+      _mm256_storeu_ps(xr + j, v);
+      vmax = _mm256_max_ps(vmax, v);
+    }
+    float m = hmax8(vmax);
+    for (size_t t = j; t < n; ++t) {
+      xr[t] = t < lim && (!key_mask || key_mask[t]) ? xr[t] * scale : -FLT_MAX;
+      m = xr[t] > m ? xr[t] : m;
+    }
+    // exp(s - m) and the sum; masked lanes give exp(-FLT_MAX - m) = 0 unless every key is masked
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 vsum = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+      const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(xr + j), vm));
+      _mm256_storeu_ps(xr + j, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    if (j < n) {  // the tail through the same exp, padded with -inf (exp = 0)
+      alignas(32) float buf[8];
+      for (size_t t = 0; t < 8; ++t) buf[t] = j + t < n ? xr[j + t] : -INFINITY;
+      const __m256 e = exp256(_mm256_sub_ps(_mm256_load_ps(buf), vm));
+      _mm256_store_ps(buf, e);
+      vsum = _mm256_add_ps(vsum, e);
+      for (size_t t = 0; j + t < n; ++t) xr[j + t] = buf[t];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / hsum8(vsum));
+    for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(xr + j, _mm256_mul_ps(_mm256_loadu_ps(xr + j), inv));
+    for (; j < n; ++j) xr[j] *= _mm256_cvtss_f32(inv);
+  }
+}
+
+void softmax_rows_backward_avx2(const float* p, size_t ldp, float* g, size_t ldg, size_t rows, size_t n, float scale,
+                                const uint8_t* key_mask, bool causal, size_t pos0) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (size_t r = 0; r < rows; ++r) {
+    const float* pr = p + r * ldp;
+    float* gr = g + r * ldg;
+    const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
+    __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+      d0 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(gr + j), d0);
+      d1 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j + 8), _mm256_loadu_ps(gr + j + 8), d1);
+    }
+    for (; j + 8 <= n; j += 8) d0 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(gr + j), d0);
+    float D = hsum8(_mm256_add_ps(d0, d1));
+    for (; j < n; ++j) D += pr[j] * gr[j];
+    const __m256 vd = _mm256_set1_ps(D);
+    for (j = 0; j + 8 <= n; j += 8) {
+      const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(pr + j), _mm256_sub_ps(_mm256_loadu_ps(gr + j), vd)), vs);
+      _mm256_storeu_ps(gr + j, _mm256_and_ps(v, softmax_visible8(key_mask, j, lim)));
+    }
+    for (; j < n; ++j) gr[j] = j < lim && (!key_mask || key_mask[j]) ? pr[j] * (gr[j] - D) * scale : 0.0f;
+  }
+}
+
 }  // namespace
 }  // namespace nk::detail

@@ -105,6 +105,18 @@ struct Kernels {
   void (*sgemm)(const SgemmArgs& g, size_t i0, size_t i1, size_t j0, size_t j1);
   // The register tile of sgemm (rows x columns of C): splits of C aligned to it waste nothing.
   size_t sgemm_mr, sgemm_nr;
+
+  // Masked softmax over rows, in place: attention probabilities of a training pass, where the
+  // scores come from an sgemm. Row r of x (row stride ld) holds n scores; key j is visible when
+  // j < lim(r) and (!key_mask || key_mask[j]), lim(r) = causal ? min(n, pos0 + r + 1) : n.
+  // s_j = x_j * scale if visible, else -FLT_MAX (the reference model's masking: a row without a
+  // visible key becomes uniform); x_j = exp(s_j - max s) / sum_k exp(s_k - max s).
+  void (*softmax_rows)(float* x, size_t ld, size_t rows, size_t n, float scale, const uint8_t* key_mask,
+                       bool causal, size_t pos0);
+  // Its backward, in place on g (the gradient of the probabilities p on entry, of the scaled
+  // scores' inputs on return): g_j = visible ? p_j (g_j - sum_k p_k g_k) scale : 0.
+  void (*softmax_rows_backward)(const float* p, size_t ldp, float* g, size_t ldg, size_t rows, size_t n,
+                                float scale, const uint8_t* key_mask, bool causal, size_t pos0);
 };
 
 // The table chosen once (thread-safe) from CPU features and NEEDLE_ISA.
