@@ -6,12 +6,17 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <new>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -37,6 +42,7 @@ extern "C" void on_signal(int sig) { g_signal = sig; }
 
 struct Opts {
   std::string data, out, export_pkl, init = "model", config_path, tokenizer_path, checkpoint_dir, resume, log_jsonl;
+  std::string val_file, test_file;  // --val / --test: held-out sets given as files instead of split from DATA
   std::string type = "int4", optimizer = "muon", recompute = "auto";
   int epochs = 3, batch = 16, warmup_pct = 5, per_tool = 10, checkpoint_every = 100, qat_every = 100;
   int lora = 0;
@@ -90,17 +96,23 @@ Result<eval::MetricsReport> evaluate(Params p, const Config& c, const text::Toke
   std::vector<std::string> preds(idx.size());
   std::vector<std::string> errors(idx.size());
   std::atomic<size_t> next{0};
+  // Worker threads: an exception (out of memory) must not escape them (std::terminate).
   auto work = [&] {
-    auto g = Generator::create(mm->weights, tok, 1);
-    if (!g) {
-      errors[0] = g.message();
-      return;
-    }
-    GenerateOptions go;
-    for (size_t i; (i = next++) < idx.size();) {
-      auto r = (*g)->run(ex[idx[i]].query, ex[idx[i]].tools, go);
-      if (!r) errors[i] = r.message();
-      else preds[i] = r->parsed ? json::dump_compact(r->calls) : r->text;
+    size_t i = 0;
+    try {
+      auto g = Generator::create(mm->weights, tok, 1);
+      if (!g) {
+        errors[0] = g.message();
+        return;
+      }
+      GenerateOptions go;
+      while ((i = next++) < idx.size()) {
+        auto r = (*g)->run(ex[idx[i]].query, ex[idx[i]].tools, go);
+        if (!r) errors[i] = r.message();
+        else preds[i] = r->parsed ? json::dump_compact(r->calls) : r->text;
+      }
+    } catch (const std::bad_alloc&) {
+      errors[std::min(i, idx.size() - 1)] = "out of memory";
     }
   };
   std::vector<std::thread> ts;
@@ -199,19 +211,90 @@ json::Value eval_json(const eval::MetricsReport& r) {
   return eval::to_json(r, eval::ReportJsonOptions{.round_digits = 4});
 }
 
+// --val FILE / --test FILE: a held-out set from its own file. Bad lines are warned about and
+// skipped as in DATA; a file without one valid example is an error naming the first problem.
+Result<std::vector<train::Example>> load_held_out(const std::string& path, const text::Tokenizer& tok,
+                                                  const train::SeqLimits& lim) {
+  train::LoadReport rep;
+  NEEDLE_ASSIGN(auto ex, train::load_examples(path, tok, lim, rep));
+  for (auto& e : rep.skipped) spdlog::warn("{}: line {}: {} (skipped)", path, e.line_no, e.message);
+  if (ex.empty())
+    return rep.skipped.empty() ? make_error("{}: no valid examples (the file holds no example)", path)
+                               : make_error("{}: no valid examples ({} skipped; first {})", path, rep.skipped.size(),
+                                            rep.first_skip());
+  return ex;
+}
+
+// --log-jsonl: one JSON object per line, flushed at once. A failed write (disk full, file size
+// limit) is an error that stops the run: a log that silently ends is worse than none.
+class JsonlLog {
+ public:
+  Status open(const std::string& path) {
+    path_ = path;
+    f_ = std::fopen(path.c_str(), "a");
+    if (!f_) return make_error("cannot open --log-jsonl file '{}': {}", path, std::strerror(errno));
+    return Status::ok();
+  }
+  ~JsonlLog() {
+    if (f_) std::fclose(f_);
+  }
+  Status write(const std::string& line) {
+    if (!f_) return Status::ok();
+    errno = 0;
+    if (std::fputs(line.c_str(), f_) < 0 || std::fputc('\n', f_) == EOF || std::fflush(f_) != 0) {
+      const int e = errno;
+      std::fclose(f_);
+      f_ = nullptr;
+      return make_error("cannot write --log-jsonl file '{}': {}", path_, e ? std::strerror(e) : "write error");
+    }
+    return Status::ok();
+  }
+
+ private:
+  std::string path_;
+  std::FILE* f_ = nullptr;
+};
+
+// A finite number as JSON, or null (not computed).
+std::string json_number(std::optional<double> v) {
+  return v && std::isfinite(*v) ? fmt::format("{:.6f}", *v) : std::string("null");
+}
+
+int run(int argc, char** argv);
+
 }  // namespace
 
+// Running out of memory (a large config, a large batch) is one line and exit 1, not an abort.
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::bad_alloc&) {
+    return app::fail(kTool,
+                     "out of memory (the model, batch or data does not fit: try a smaller --batch-size, "
+                     "--max-enc-len/--max-dec-len, --lora or --recompute on)",
+                     app::kRuntimeError);
+  }
+}
+
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{
       "needle-finetune: fine-tune a Needle model on a JSONL file on the CPU.\n\n"
       "  needle-finetune DATA.jsonl [-m BASE.needle] -o OUT.needle [--epochs 3] [--batch-size 16]\n"
       "  needle-finetune DATA.jsonl --init random --config CONFIG.json --tokenizer needle.model -o OUT.needle\n"
       "  needle-finetune DATA.jsonl -m BASE.needle -o OUT.needle --checkpoint-dir ckpt   (then --resume ckpt)\n"
       "  needle-finetune DATA.jsonl -m BASE.needle -o OUT.needle --lora 8 [--lora-alpha 16]   (low-rank adapters)\n\n"
-      "Recipe (as the original): split per primary tool (10 test, 10 val, rest train); evaluate the base on test;\n"
-      "train, validating every epoch (loss and call F1) and keeping the best; evaluate the best on test;\n"
-      "print BASE_EVAL:{json} and FINETUNED_EVAL:{json}; write OUT (INT4 by default).\n"
-      "SIGINT/SIGTERM save a checkpoint (with --checkpoint-dir) and exit; --resume continues bit-identically.\n"
+      "Recipe (as the original): split per primary tool (10 test, 10 val, rest train; tool names grouped by\n"
+      "their snake_case form, so getWeather and get-weather are one tool; --val/--test FILE replace that part\n"
+      "of the split); evaluate the base on test; train, validating every epoch (loss and call F1) and keeping\n"
+      "the best; evaluate the best on test; print BASE_EVAL:{json} and FINETUNED_EVAL:{json}; write OUT\n"
+      "(INT4 by default). --log-jsonl FILE: one JSON line per step ({\"event\":\"step\",...}), per epoch's\n"
+      "validation ({\"event\":\"val\",\"epoch\":N,\"val_loss\":...,\"call_f1\":...}) and the base's\n"
+      "validation loss before training ({\"event\":\"val_base\",\"epoch\":0,...}).\n"
+      "SIGINT/SIGTERM save a checkpoint (with --checkpoint-dir) and exit 130; --resume continues bit-identically.\n"
+      "A failed write (checkpoint, log, output: disk full) stops the run with exit 1, the previous\n"
+      "checkpoint intact.\n"
       "LoRA (--lora RANK): the base stays frozen; rank-RANK adapters W + (alpha/RANK) B A on every attention\n"
       "q/k/v/out projection are trained with AdamW (--lr, default 1e-3 with --lora) and merged into the kernels\n"
       "at export, so OUT is an ordinary model. Far less memory (no gradients or moments for the base,\n"
@@ -243,11 +326,14 @@ int main(int argc, char** argv) {
   app.add_option("--max-dec-len", o.max_dec_len, "Decoder tokens; longer answers are dropped (default 512)")
       ->check(CLI::Range(4, 4096));
   app.add_option("--val-split", o.per_tool, "Test and validation examples per tool (default 10)")->check(CLI::Range(0, 100000));
+  app.add_option("--val", o.val_file, "Validation set (Needle JSONL) instead of the per-tool validation split of DATA");
+  app.add_option("--test", o.test_file, "Test set (Needle JSONL) instead of the per-tool test split of DATA");
   app.add_option("--seed", o.seed, "Seed for the split, data order, init and dropout (default 0)");
   app.add_option("--checkpoint-dir", o.checkpoint_dir, "Write a checkpoint here every --checkpoint-every steps and each epoch");
   app.add_option("--checkpoint-every", o.checkpoint_every, "Steps between checkpoints (default 100)")->check(CLI::Range(1, 1 << 30));
   app.add_option("--resume", o.resume, "Continue the run saved in this checkpoint directory");
-  app.add_option("--log-jsonl", o.log_jsonl, "Append one JSON line of metrics per step to this file");
+  app.add_option("--log-jsonl", o.log_jsonl,
+                 "Append JSON lines to this file: metrics per step, validation per epoch, the base's validation loss");
   app.add_flag("--no-eval", o.no_eval, "Skip the base and final generation evaluations");
   app.add_option("--lora", o.lora, "Train rank-RANK LoRA adapters on the frozen base (attention q/k/v/out projections)")
       ->check(CLI::Range(1, 4096));
@@ -310,14 +396,40 @@ int main(int argc, char** argv) {
   if (!examples_r) return app::fail(kTool, examples_r.message());
   auto examples = std::move(examples_r).value();
   for (auto& e : rep.skipped) spdlog::warn("{}: line {}: {} (skipped)", o.data, e.line_no, e.message);
-  auto split = train::split_per_tool(examples, (size_t)o.per_tool, o.seed);
-  for (auto& [tool, n] : split.small_tools)
-    spdlog::warn("tool '{}' has only {} examples (under 120): results for it will be noisy", tool.empty() ? "<no call>" : tool, n);
+  // --val / --test: loaded after DATA's split and appended to `examples` (indices past DATA's).
+  auto split = train::split_per_tool(examples, (size_t)o.per_tool, o.seed,
+                                     train::SplitParts{.test = o.test_file.empty(), .val = o.val_file.empty()});
+  for (auto [file, part] : {std::pair{&o.val_file, &split.val}, std::pair{&o.test_file, &split.test}}) {
+    if (file->empty()) continue;
+    auto held = load_held_out(*file, *tok, lim);
+    if (!held) return app::fail(kTool, held.message());
+    for (auto& e : *held) {
+      part->push_back(examples.size());
+      examples.push_back(std::move(e));
+    }
+  }
+  {
+    auto label = [](const std::string& t) { return t.empty() ? std::string("<no call>") : t; };
+    constexpr size_t kListed = 10;  // more small tools than this: one summary line, not one each
+    if (split.small_tools.size() <= kListed) {
+      for (auto& [tool, n] : split.small_tools)
+        spdlog::warn("tool '{}' has only {} examples (under 120): results for it will be noisy", label(tool), n);
+    } else {
+      std::string some;
+      for (size_t i = 0; i < 5; ++i)
+        some += fmt::format("{}'{}' ({})", i ? ", " : "", label(split.small_tools[i].first), split.small_tools[i].second);
+      spdlog::warn("{} of {} tools have under 120 examples (results for them will be noisy): {}, ... (-v lists them all)",
+                   split.small_tools.size(), split.tools, some);
+      for (auto& [tool, n] : split.small_tools) spdlog::debug("tool '{}': {} examples", label(tool), n);
+    }
+  }
   if (split.train.size() < (size_t)o.batch)
-    return app::fail(kTool, fmt::format("{}: too little data: {} training examples for a batch of {} ({} valid lines, {} skipped)",
-                                        o.data, split.train.size(), o.batch, examples.size(), rep.skipped.size()));
-  spdlog::info("{} examples: {} train, {} val, {} test ({} lines skipped)", examples.size(), split.train.size(),
-               split.val.size(), split.test.size(), rep.skipped.size());
+    return app::fail(kTool, fmt::format("{}: too little data: {} training examples for a batch of {} ({} valid lines, {} skipped{})",
+                                        o.data, split.train.size(), o.batch, rep.lines_ok, rep.skipped.size(),
+                                        rep.skipped.empty() ? "" : "; first " + rep.first_skip()));
+  spdlog::info("{} examples in {} tools: {} train, {} val{}, {} test{} ({} lines skipped)", rep.lines_ok, split.tools,
+               split.train.size(), split.val.size(), o.val_file.empty() ? "" : " (--val)", split.test.size(),
+               o.test_file.empty() ? "" : " (--test)", rep.skipped.size());
 
   // Base evaluation (before the trainer takes the parameters: no second copy of the model).
   if (!o.no_eval && o.resume.empty() && !split.test.empty()) {
@@ -368,20 +480,36 @@ int main(int argc, char** argv) {
 
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  std::FILE* log = nullptr;
-  if (!o.log_jsonl.empty() && !(log = std::fopen(o.log_jsonl.c_str(), "a")))
-    return app::fail(kTool, fmt::format("cannot open --log-jsonl file '{}'", o.log_jsonl), app::kRuntimeError);
+  JsonlLog log;
+  if (!o.log_jsonl.empty())
+    if (auto st = log.open(o.log_jsonl); !st) return app::fail(kTool, st.message(), app::kRuntimeError);
 
-  auto checkpoint = [&]() -> bool {
-    if (o.checkpoint_dir.empty()) return true;
-    if (auto st = save_checkpoint(o.checkpoint_dir, *trainer, pr); !st) {
-      spdlog::error("checkpoint failed: {}", st.message());
-      return false;
-    }
-    return true;
+  // A checkpoint that cannot be written stops the run (exit 1): going on would leave the user
+  // believing progress is saved. The previous checkpoint stays intact (atomic write).
+  auto checkpoint = [&]() -> Status {
+    if (o.checkpoint_dir.empty()) return Status::ok();
+    return save_checkpoint(o.checkpoint_dir, *trainer, pr);
   };
 
+  // The base's validation loss (a fresh run only: a resumed run logged it when it started).
+  if (o.resume.empty() && !split.val.empty()) {
+    auto vl = val_loss(*trainer, examples, split.val, o.batch);
+    if (!vl) return app::fail(kTool, vl.message(), app::kRuntimeError);
+    trainer->release_workspace();
+    return_free_memory();
+    spdlog::info("base: val loss {:.4f}", *vl);
+    if (auto st = log.write(fmt::format("{{\"event\":\"val_base\",\"epoch\":0,\"step\":{},\"val_loss\":{},\"call_f1\":null}}",
+                                        trainer->step(), json_number(*vl)));
+        !st)
+      return app::fail(kTool, st.message(), app::kRuntimeError);
+  }
+
   app::Progress bar(kTool, (size_t)(steps_per_epoch * o.epochs), "steps", !common.quiet);
+  // Ends the progress line before an error line (one line, not glued to the bar).
+  auto fail_run = [&](const std::string& msg) {
+    bar.finish();
+    return app::fail(kTool, msg, app::kRuntimeError);
+  };
   bar.tick((size_t)trainer->step());
   double tokens_done = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -392,7 +520,7 @@ int main(int argc, char** argv) {
       std::vector<size_t> idx(order.begin() + pr.batch * o.batch, order.begin() + (pr.batch + 1) * o.batch);
       auto tb = train::make_batch(examples, idx);
       auto st = trainer->train_step(tb);
-      if (!st) return app::fail(kTool, st.message(), app::kRuntimeError);
+      if (!st) return fail_run(st.message());
       int64_t toks = 0;
       for (int v : tb.enc_seg) toks += v;
       toks += tb.target_tokens();
@@ -400,25 +528,32 @@ int main(int argc, char** argv) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       bar.set_status(fmt::format("loss {:.4f} {:.0f} tok/s", st->loss, tokens_done / std::max(secs, 1e-9)));
       bar.tick();
-      if (log) {
-        fmt::print(log, "{{\"step\":{},\"epoch\":{},\"loss\":{:.6f},\"ce\":{:.6f},\"z_loss\":{:.6f},\"grad_norm\":{:.6f},\"lr_scale\":{:.6f},\"tokens\":{},\"tok_s\":{:.1f}}}\n",
-                   st->step, pr.epoch, st->loss, st->text.ce, st->text.z_loss, st->grad_norm, st->lr_scale, toks,
-                   tokens_done / std::max(secs, 1e-9));
-        std::fflush(log);
-      }
-      const bool stop = g_signal != 0;
-      if (stop || (trainer->step() % o.checkpoint_every == 0)) {
+      if (auto ls = log.write(fmt::format(
+              "{{\"event\":\"step\",\"step\":{},\"epoch\":{},\"loss\":{:.6f},\"ce\":{:.6f},\"z_loss\":{:.6f},\"grad_norm\":{:.6f},\"lr_scale\":{:.6f},\"tokens\":{},\"tok_s\":{:.1f}}}",
+              st->step, pr.epoch, st->loss, st->text.ce, st->text.z_loss, st->grad_norm, st->lr_scale, toks,
+              tokens_done / std::max(secs, 1e-9)));
+          !ls)
+        return fail_run(ls.message());
+      const int sig = g_signal;
+      if (sig != 0 || (trainer->step() % o.checkpoint_every == 0)) {
         ++pr.batch;  // the position to continue from
-        bool ok = checkpoint();
+        Status saved = checkpoint();
         --pr.batch;
-        if (stop) {
+        if (sig != 0) {
           bar.finish();
-          if (log) std::fclose(log);
-          fmt::print(stderr, "{}: interrupted by signal {}; {}\n", kTool, (int)g_signal,
-                       o.checkpoint_dir.empty() ? "no --checkpoint-dir, progress is lost"
-                                                : fmt::format("checkpoint saved: continue with --resume {}", o.checkpoint_dir));
-          return ok ? 130 : app::kRuntimeError;
+          if (o.checkpoint_dir.empty()) {
+            fmt::print(stderr, "{}: interrupted by signal {}; no --checkpoint-dir, progress is lost\n", kTool, sig);
+            return 130;
+          }
+          if (!saved)
+            return app::fail(kTool, fmt::format("interrupted by signal {}; the checkpoint could not be written: {}", sig,
+                                                saved.message()),
+                             app::kRuntimeError);
+          fmt::print(stderr, "{}: interrupted by signal {}; checkpoint saved: continue with --resume {}\n", kTool, sig,
+                     o.checkpoint_dir);
+          return 130;
         }
+        if (!saved) return fail_run("checkpoint failed: " + saved.message());
       }
     }
     // Validation: loss and call F1; keep the best (F1, then lower loss). The activation buffers
@@ -426,18 +561,26 @@ int main(int argc, char** argv) {
     trainer->release_workspace();
     return_free_memory();
     auto vl = split.val.empty() ? Result<double>(0.0) : val_loss(*trainer, examples, split.val, o.batch);
-    if (!vl) return app::fail(kTool, vl.message(), app::kRuntimeError);
+    if (!vl) return fail_run(vl.message());
     trainer->release_workspace();
     return_free_memory();
     double f1 = 0;
-    if (!o.no_eval && !split.val.empty()) {
+    const bool with_f1 = !o.no_eval && !split.val.empty();
+    if (with_f1) {
       auto ve = evaluate(trainer->merged_params(), cfg, *tok, examples, split.val, threads);
-      if (!ve) return app::fail(kTool, ve.message(), app::kRuntimeError);
+      if (!ve) return fail_run(ve.message());
       f1 = ve->call_f1;
     }
     return_free_memory();
     const double score = f1 - 1e-6 * *vl;
-    spdlog::info("epoch {}: val loss {:.4f}, val call F1 {:.4f}", pr.epoch + 1, *vl, f1);
+    if (with_f1) spdlog::info("epoch {}: val loss {:.4f}, val call F1 {:.4f}", pr.epoch + 1, *vl, f1);
+    else spdlog::info("epoch {}: val loss {:.4f}", pr.epoch + 1, *vl);
+    if (!split.val.empty())
+      if (auto ls = log.write(fmt::format("{{\"event\":\"val\",\"epoch\":{},\"step\":{},\"val_loss\":{},\"call_f1\":{}}}",
+                                          pr.epoch + 1, trainer->step(), json_number(*vl),
+                                          with_f1 ? json_number(f1) : std::string("null")));
+          !ls)
+        return fail_run(ls.message());
     if (score > pr.best_score || pr.best.empty()) {
       pr.best_score = score;
       pr.best_epoch = pr.epoch;
@@ -447,17 +590,17 @@ int main(int argc, char** argv) {
         WriteOptions wo;
         wo.type = WeightType::F32;
         auto w = build_needle(trainer->params(), cfg, wo);
-        if (!w) return app::fail(kTool, w.message(), app::kRuntimeError);
+        if (!w) return fail_run(w.message());
         pr.best = w->serialize();
       }
     }
     ++pr.epoch;
     pr.batch = 0;
-    checkpoint();
+    Status saved = checkpoint();
     --pr.epoch;
+    if (!saved) return fail_run("checkpoint failed: " + saved.message());
   }
   bar.finish();
-  if (log) std::fclose(log);
 
   // The best parameters (LoRA: the base with the best adapters merged into its kernels). The
   // trainer is not needed any more: free it before building the output.
@@ -501,3 +644,4 @@ int main(int argc, char** argv) {
   }
   return app::kOk;
 }
+}  // namespace

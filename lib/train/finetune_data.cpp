@@ -1,10 +1,19 @@
 #include "train/finetune_data.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <map>
 #include <random>
 
 namespace needle::train {
+
+std::string LoadReport::first_skip() const {
+  if (skipped.empty()) return {};
+  auto it = std::min_element(skipped.begin(), skipped.end(),
+                             [](const eval::LineError& a, const eval::LineError& b) { return a.line_no < b.line_no; });
+  return fmt::format("line {}: {}", it->line_no, it->message);
+}
 
 Result<std::vector<Example>> load_examples(const std::string& path, const text::Tokenizer& tok,
                                            const SeqLimits& lim, LoadReport& report) {
@@ -26,7 +35,7 @@ Result<std::vector<Example>> load_examples(const std::string& path, const text::
     e.answers = ne.answers;
     auto calls = eval::as_call_list(ne.answers);
     if (!calls.empty())
-      if (const json::Value* n = calls[0].find("name"); n && n->is_string()) e.primary_tool = n->text;
+      if (const json::Value* n = calls[0].find("name"); n && n->is_string()) e.primary_tool = text::snake_case(n->text);
     auto enc = text::build_encoder_input(tok, e.query, e.tools, lim.max_enc_len);
     e.enc = std::move(enc.ids);
     auto dec = text::build_decoder_example(tok, text::answer_model_text(ne.answers), lim.max_dec_len);
@@ -42,18 +51,20 @@ Result<std::vector<Example>> load_examples(const std::string& path, const text::
   return out;
 }
 
-Split split_per_tool(const std::vector<Example>& ex, size_t per_tool, uint64_t seed) {
+Split split_per_tool(const std::vector<Example>& ex, size_t per_tool, uint64_t seed, SplitParts parts) {
   std::map<std::string, std::vector<size_t>> by_tool;
   for (size_t i = 0; i < ex.size(); ++i) by_tool[ex[i].primary_tool].push_back(i);
   Split s;
   std::mt19937_64 rng(seed);
+  s.tools = by_tool.size();
   for (auto& [tool, idx] : by_tool) {
     std::shuffle(idx.begin(), idx.end(), rng);
     const size_t n = idx.size();
     size_t k = per_tool;
     if (n < 12 * per_tool) k = std::max<size_t>(n >= 3 ? 1 : 0, n / 12);
     if (n < 120) s.small_tools.emplace_back(tool, n);
-    for (size_t j = 0; j < n; ++j) (j < k ? s.test : j < 2 * k ? s.val : s.train).push_back(idx[j]);
+    const size_t k_test = parts.test ? k : 0, k_val = parts.val ? k : 0;
+    for (size_t j = 0; j < n; ++j) (j < k_test ? s.test : j < k_test + k_val ? s.val : s.train).push_back(idx[j]);
   }
   // Train order is shuffled per epoch by the caller; keep the split lists sorted for stability.
   std::sort(s.test.begin(), s.test.end());

@@ -17,8 +17,12 @@ expect_exit 0 "full run" -- "$F" "$D" -o "$TMP/a.needle" "${COMMON[@]}" --log-js
 if python3 - "$TMP/log.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-assert len(rows) >= 20, len(rows)
-assert all(r["loss"] > 0 and r["tok_s"] > 0 for r in rows)
+steps = [r for r in rows if r["event"] == "step"]
+assert len(steps) >= 20, len(steps)
+assert all(r["loss"] > 0 and r["tok_s"] > 0 for r in steps)
+# The base's validation loss first, then one validation line per epoch (finetune_errors.sh
+# checks them in detail).
+assert rows[0]["event"] == "val_base" and [r["epoch"] for r in rows if r["event"] == "val"] == [1, 2], rows
 PY
 then pass=$((pass + 1)); else echo "FAIL log-jsonl"; fails=$((fails + 1)); fi
 

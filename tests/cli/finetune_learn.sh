@@ -23,7 +23,8 @@ expect_exit 0 "base loss" -- "$E" -m "$TMP/base.needle" "$TMP/held.jsonl" --loss
 # 4 epochs of batch 16 (344 steps), Muon on the kernels, AdamW on the rest, INT4 QAT every
 # 100th step (the default), INT4 output (the default).
 RECIPE=(--epochs 4 --batch-size 16 --optimizer muon --muon-lr 0.03 --lr 3e-3 --dropout 0 --seed 1 -t 2)
-expect_exit 0 "finetune" -- "$F" "$TMP/train.jsonl" -m "$TMP/base.needle" -o "$TMP/out.needle" "${RECIPE[@]}"
+expect_exit 0 "finetune" -- "$F" "$TMP/train.jsonl" -m "$TMP/base.needle" -o "$TMP/out.needle" "${RECIPE[@]}" \
+  --log-jsonl "$TMP/ft.log"
 cp "$TMP/out" "$TMP/ft.out"
 cp "$TMP/err" "$TMP/ft.err"
 ft_seconds=$((SECONDS - start))
@@ -46,13 +47,19 @@ for line in open(f"{d}/ft.out"):
     if m:
         evals[m.group(1)] = json.loads(m.group(2))
 assert set(evals) == {"BASE_EVAL", "FINETUNED_EVAL"}, f"missing eval lines: {sorted(evals)}"
-val = [float(x) for x in re.findall(r"epoch \d+: val loss ([0-9.]+)", open(f"{d}/ft.err").read())]
+# Validation per epoch from --log-jsonl ({"event":"val",...}), and the base's before training.
+log = [json.loads(l) for l in open(f"{d}/ft.log")]
+val_rows = [r for r in log if r["event"] == "val"]
+assert [r["epoch"] for r in val_rows] == list(range(1, len(val_rows) + 1)), val_rows
+val = [r["val_loss"] for r in val_rows]
+f1 = [r["call_f1"] for r in val_rows]
+base_val = [r["val_loss"] for r in log if r["event"] == "val_base"]
 info = load("info.json")
 be, bl = load("base_eval.json"), load("base_loss.json")
 fe, ff, fl = load("ft_eval.json"), load("ft_eval_free.json"), load("ft_loss.json")
 print(f"split test: exact match {evals['BASE_EVAL']['exact_match']} -> {evals['FINETUNED_EVAL']['exact_match']}"
       f" (n {evals['FINETUNED_EVAL']['n']}, f32 in memory)")
-print(f"val loss per epoch: {val}")
+print(f"val loss: base {base_val}, per epoch {val}; val call F1 per epoch {f1}")
 print(f"held-out ({fe['n']}, INT4): exact match {be['exact_match']} -> {fe['exact_match']} constrained,"
       f" {ff['exact_match']} unconstrained (parse rate {ff['parse_rate']});"
       f" loss {bl['loss']:.4f} -> {fl['loss']:.4f} nats/token")
@@ -62,6 +69,8 @@ assert evals["BASE_EVAL"]["n"] == 60 and evals["FINETUNED_EVAL"]["n"] == 60
 assert evals["BASE_EVAL"]["exact_match"] < 0.10, "base exact match should be near 0"
 assert evals["FINETUNED_EVAL"]["exact_match"] > 0.90, "fine-tuned exact match (split test)"
 assert len(val) == 4 and val[-1] < val[0], f"validation loss did not decrease: {val}"
+assert len(base_val) == 1 and val[0] < base_val[0], f"validation loss did not fall below the base's: {base_val} {val}"
+assert all(isinstance(x, float) and 0 <= x <= 1 for x in f1), f"val call F1 per epoch: {f1}"
 assert fe["n"] == 200 and be["n"] == 200
 assert be["exact_match"] < 0.10, "base exact match on held-out should be near 0"
 assert fe["exact_match"] > 0.90, "fine-tuned exact match on held-out (INT4, constrained)"

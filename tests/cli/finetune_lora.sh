@@ -21,6 +21,8 @@ expect_exit 0 "lora run" -- "$F" "$D" -o "$TMP/a.needle" -m "$TMP/base.needle" "
 if python3 - "$TMP/log.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["event"] for r in rows if r["event"] != "step"][:1] == ["val_base"], rows[:2]
+rows = [r for r in rows if r["event"] == "step"]
 assert len(rows) == 26, len(rows)
 assert all(r["loss"] > 0 and r["grad_norm"] > 0 for r in rows)
 first = sum(r["loss"] for r in rows[:5]) / 5
