@@ -5,11 +5,13 @@
 # or temporary file left in the output directory. JSONL inputs of needle-eval and
 # needle-finetune run with -q (without it they print one documented warning per skipped line
 # first); needle-run --jsonl answers bad lines on stdout and goes on (documented), checked so.
+# A missing tool or python3 is a failure, not a skip (exit 77 made ctest report a partial build
+# as "skipped", which CI would pass).
 source "$(dirname "$0")/common.bash"
 CORPUS=$(cd "$(dirname "$0")/../bad_inputs" && pwd)
 R=$BIN/needle-run E=$BIN/needle-eval C=$BIN/needle-convert F=$BIN/needle-finetune B=$BIN/needle-bench
-for t in "$R" "$E" "$C" "$F" "$B"; do [ -x "$t" ] || { echo "$t not built"; exit 77; }; done
-command -v python3 >/dev/null || { echo "python3 not found"; exit 77; }
+for t in "$R" "$E" "$C" "$F" "$B"; do [ -x "$t" ] || { echo "FAIL $t not built (a partial build: build every target before ctest)"; exit 1; }; done
+command -v python3 >/dev/null || { echo "FAIL python3 not found (scripts/setup installs it)"; exit 1; }
 t_start=$SECONDS
 
 # The committed corpus is exactly what its generator writes.

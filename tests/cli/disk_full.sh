@@ -8,7 +8,7 @@ source "$(dirname "$0")/common.bash"
 F=$BIN/needle-finetune
 C=$BIN/needle-convert
 E=$BIN/needle-eval
-for t in "$F" "$C" "$E"; do [ -x "$t" ] || { echo "$t not built"; exit 77; }; done
+for t in "$F" "$C" "$E"; do [ -x "$t" ] || { echo "FAIL $t not built (a partial build: build every target before ctest)"; exit 1; }; done
 t_start=$SECONDS
 no_temp() {  # no_temp LABEL DIR...
   local label=$1 left
