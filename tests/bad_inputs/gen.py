@@ -631,8 +631,8 @@ argument; a directory as needle-convert's `-o` (exit 1, the directory untouched)
 peak memory under 400 MB for each 100 MB input; and `needle-run --jsonl` over every JSONL case
 (documented: exit 0, one `{"error":"line N: ..."}` per bad line, processing goes on).
 
-Known failures (bugs in needle-finetune, see docs/security.md): the `[finetune DATA -q]` cases,
-whose one error line says "too little data" without naming the bad line's problem.
+The `[finetune DATA -q]` cases were known failures until needle-finetune's "too little data"
+line named the first bad line's problem (docs/security.md).
 """
 
 
