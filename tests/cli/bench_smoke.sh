@@ -6,8 +6,8 @@ set -euo pipefail
 
 bin="${NEEDLE_BIN:?NEEDLE_BIN not set}"
 data="${NEEDLE_TEST_DATA:?NEEDLE_TEST_DATA not set}"
-[[ -x "$bin/needle-bench" && -x "$bin/needle-convert" ]] || { echo "needle-bench or needle-convert not built"; exit 77; }
-command -v python3 >/dev/null || { echo "python3 not found"; exit 77; }
+[[ -x "$bin/needle-bench" && -x "$bin/needle-convert" ]] || { echo "needle-bench or needle-convert not built"; exit 1; }
+command -v python3 >/dev/null || { echo "python3 not found"; exit 1; }
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -6,8 +6,8 @@
 # processes sharing one mapped model: tests/cli/run.sh.)
 source "$(dirname "$0")/common.bash"
 R=$BIN/needle-run
-[ -x "$R" ] || { echo "$R not built"; exit 77; }
-command -v python3 >/dev/null && command -v mkfifo >/dev/null || { echo "python3 or mkfifo missing"; exit 77; }
+[ -x "$R" ] || { echo "$R not built"; exit 1; }
+command -v python3 >/dev/null && command -v mkfifo >/dev/null || { echo "python3 or mkfifo missing"; exit 1; }
 t_start=$SECONDS
 M=$TMP/tiny.needle
 "$BIN/needle-convert" "$DATA/tiny_np1_f16.pkl" -o "$M" --tokenizer "$DATA/tiny_tok.model" -q

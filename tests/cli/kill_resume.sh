@@ -7,8 +7,8 @@
 source "$(dirname "$0")/common.bash"
 F=$BIN/needle-finetune
 C=$BIN/needle-convert
-for t in "$F" "$C"; do [ -x "$t" ] || { echo "$t not built"; exit 77; }; done
-command -v python3 >/dev/null || { echo "python3 not found"; exit 77; }
+for t in "$F" "$C"; do [ -x "$t" ] || { echo "$t not built"; exit 1; }; done
+command -v python3 >/dev/null || { echo "python3 not found"; exit 1; }
 t_start=$SECONDS
 
 # A tiny model from scratch (--init random), the small e2e data (26 steps an epoch), a
