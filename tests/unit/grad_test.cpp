@@ -11,6 +11,8 @@
 // max(|g.u|, 1e-2); we check 5e-3 (a wrong term in any backward shows up as O(1)).
 #include <catch2/catch.hpp>
 
+#include "train_fixtures.h"
+
 #include <cmath>
 #include <random>
 
@@ -151,57 +153,16 @@ TEST_CASE("clip loss and gradients match the original (grads_tiny)", "[grad]") {
 
 namespace {
 
-Config fd_config(int heads, int kv_heads) {
-  Config c;
-  c.vocab_size = 30;
-  c.d_model = 16;
-  c.num_heads = heads;
-  c.num_kv_heads = kv_heads;
-  c.num_encoder_layers = 2;
-  c.num_decoder_layers = 2;
-  c.contrastive_dim = 6;
-  REQUIRE(c.validate().is_ok());
-  return c;
-}
+Config fd_config(int heads, int kv_heads) { return train_fixtures::small_config(heads, kv_heads); }
 
-// Random parameters where every tensor matters (non-zero norm scales, gates, biases).
+// Random parameters where every tensor matters, and a non-default CLIP temperature.
 Params fd_params(const Config& c, uint64_t seed) {
-  Params p = init_params(c, seed);
-  std::mt19937 rng((unsigned)seed);
-  std::normal_distribution<float> nd(0.0f, 0.3f);
-  for_each_tensor(p, c, [&](const TensorSpec& s, std::vector<float>& v) {
-    if (s.role == Role::Norm || s.role == Role::Gate || s.role == Role::Bias)
-      for (float& x : v) x = nd(rng);
-    if (s.role == Role::Embedding)
-      for (float& x : v) x *= 10.0f;  // sizeable logits
-  });
+  Params p = train_fixtures::small_params(c, seed);
   p.log_temp[0] = -1.0f;
   return p;
 }
 
-TextBatch fd_batch(const Config& c, uint64_t seed) {
-  std::mt19937 rng((unsigned)seed);
-  std::uniform_int_distribution<int> tok(1, c.vocab_size - 1), cls(0, 3);
-  TextBatch b;
-  b.batch = 3;
-  b.enc_len = 7;
-  b.dec_len = 6;
-  const int enc_n[3] = {7, 4, 1}, dec_n[3] = {6, 3, 1};  // full, padded, a single real token
-  for (int i = 0; i < 3; ++i) {
-    for (int t = 0; t < b.enc_len; ++t) {
-      b.src.push_back(t < enc_n[i] ? tok(rng) : 0);
-      b.enc_seg.push_back(t < enc_n[i]);
-    }
-    for (int t = 0; t < b.dec_len; ++t) {
-      const bool real = t < dec_n[i];
-      b.tgt_in.push_back(real ? tok(rng) : 0);
-      b.tgt_out.push_back(real ? tok(rng) : 0);
-      b.dec_seg.push_back(real);
-      b.loss_class.push_back(real ? cls(rng) : 0);
-    }
-  }
-  return b;
-}
+TextBatch fd_batch(const Config& c, uint64_t seed) { return train_fixtures::small_batch(c, seed); }
 
 // Checks d loss / d params against central differences along one direction per tensor.
 template <class LossFn>
