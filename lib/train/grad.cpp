@@ -18,6 +18,7 @@
 #include <limits>
 #include <tuple>
 
+#include "nk/threadpool.h"
 #include "train/matmul.h"
 #include "train/ops.h"
 
@@ -440,21 +441,26 @@ struct LmActs {
   std::vector<int> rows;  // decoder rows with dec_seg > 0
   Vec h;                  // their final-normed states [R, d]
   Vec probs;              // softmax(logits): [R, V] (Keep::All) or one chunk [kLmChunk, V]
-  Vec ht, ct;             // one chunk of h transposed [d, n]; its logits transposed [V, n]
   std::vector<double> lse;
+  std::vector<double> ce, zz;  // per-row loss terms, summed in row order
 };
 
-// Logits of target rows [r0, r0 + n) into out [n, V]. logits^T = E h^T is one GEMM with the
-// embedding E [V, d] as stored (matmul_forward would make a transposed copy of E, 16 MiB at the
-// 26M shape), then transposed. The same chunks in every pass: bit-identical logits.
-void lm_logits(const Ctx& cx, LmActs& a, int r0, int n, float* out) {
+// Logits of target rows [r0, r0 + n) into out [n, V] = h E^T, the embedding E [V, d] read in
+// place. The same chunks in every pass: bit-identical logits.
+void lm_logits(const Ctx& cx, const LmActs& a, int r0, int n, float* out) {
   const int d = cx.c.d_model, V = cx.c.vocab_size;
-  a.ht.resize((size_t)d * n);
-  transpose(a.ht.data(), a.h.data() + (size_t)r0 * d, n, d);
-  a.ct.resize((size_t)V * n);
-  gemm_threaded(V, n, d, cx.p.embedding.data(), (size_t)d, 1, a.ht.data(), (size_t)n, a.ct.data(), (size_t)n,
-                /*accumulate=*/false, cx.pool);
-  transpose(out, a.ct.data(), V, n);
+  matmul_forward(out, a.h.data() + (size_t)r0 * d, cx.p.embedding.data(), n, d, V, cx.pool);
+}
+
+// Runs fn(i) for i in [0, n) split over the pool; each i is computed by one thread, in one
+// order, so results do not depend on the thread count.
+template <class F>
+void for_rows(nk::ThreadPool* pool, int n, F&& fn) {
+  auto range = [&](size_t b, size_t e, unsigned) {
+    for (size_t i = b; i < e; ++i) fn((int)i);
+  };
+  if (pool) pool->parallel_range((size_t)n, 8, range);
+  else range(0, (size_t)n, 0);
 }
 
 // Where chunk r0's probabilities live.
@@ -475,13 +481,15 @@ TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, con
     std::copy_n(dec.out.data() + (size_t)a.rows[(size_t)i] * d, d, a.h.data() + (size_t)i * d);
   a.probs.resize((size_t)(cx.keep == Keep::All ? R : std::min(R, kLmChunk)) * V);
   a.lse.resize((size_t)R);
-  double ce = 0, zz = 0;
+  a.ce.resize((size_t)R);
+  a.zz.resize((size_t)R);
   for (int r0 = 0; r0 < R; r0 += kLmChunk) {
     const int n = std::min(kLmChunk, R - r0);
     float* chunk = lm_chunk(cx, a, r0);
     lm_logits(cx, a, r0, n, chunk);
-    for (int i = r0; i < r0 + n; ++i) {
-      float* z = chunk + (size_t)(i - r0) * V;
+    for_rows(cx.pool, n, [&](int k) {
+      const int i = r0 + k;
+      float* z = chunk + (size_t)k * V;
       const int r = a.rows[(size_t)i];
       const float logit_t = z[batch.tgt_out[(size_t)r]];
       const float mx = *std::max_element(z, z + V);
@@ -490,9 +498,14 @@ TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, con
       const double lse = mx + std::log(sum);
       for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));  // logits -> probabilities
       a.lse[(size_t)i] = lse;
-      ce += (lse - logit_t) * opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
-      zz += lse * lse;
-    }
+      a.ce[(size_t)i] = (lse - logit_t) * opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
+      a.zz[(size_t)i] = lse * lse;
+    });
+  }
+  double ce = 0, zz = 0;
+  for (int i = 0; i < R; ++i) {
+    ce += a.ce[(size_t)i];
+    zz += a.zz[(size_t)i];
   }
   const double n = std::max(R, 1);
   TextLoss out;
@@ -514,23 +527,20 @@ void text_loss_backward(const Ctx& cx, LmActs& a, const TextBatch& batch, const 
   for (int r0 = 0; r0 < R; r0 += kLmChunk) {
     const int m = std::min(kLmChunk, R - r0);
     float* chunk = lm_chunk(cx, a, r0);
-    if (cx.keep != Keep::All) {  // the forward's probabilities again: same logits, same lse
-      lm_logits(cx, a, r0, m, chunk);
-      for (int i = r0; i < r0 + m; ++i) {
-        float* z = chunk + (size_t)(i - r0) * V;
-        const double lse = a.lse[(size_t)i];
-        for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));
-      }
-    }
-    for (int i = r0; i < r0 + m; ++i) {
-      float* p = chunk + (size_t)(i - r0) * V;  // becomes dlogits in place
+    if (cx.keep != Keep::All) lm_logits(cx, a, r0, m, chunk);  // the forward's logits again
+    for_rows(cx.pool, m, [&](int k) {
+      const int i = r0 + k;
+      float* p = chunk + (size_t)k * V;  // probabilities (recomputed from the same logits and
+      const double lse = a.lse[(size_t)i];  // lse in a recomputing pass), then dlogits in place
+      if (cx.keep != Keep::All)
+        for (int j = 0; j < V; ++j) p[j] = (float)(std::exp((double)p[j] - lse));
       const int r = a.rows[(size_t)i];
       const float w = opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
       const float cw = (float)(scale * w / n);
-      const float cz = (float)(scale * 2.0 * opt.z_loss * a.lse[(size_t)i] / n);
+      const float cz = (float)(scale * 2.0 * opt.z_loss * lse / n);
       for (int j = 0; j < V; ++j) p[j] *= cw + cz;
       p[batch.tgt_out[(size_t)r]] -= cw;
-    }
+    });
     matmul_backward(dh.data() + (size_t)r0 * d, g ? g->embedding.data() : nullptr, chunk, a.h.data() + (size_t)r0 * d,
                     cx.p.embedding.data(), m, d, V, cx.pool);
   }
@@ -542,7 +552,7 @@ void text_loss_backward(const Ctx& cx, LmActs& a, const TextBatch& batch, const 
   // A recomputing pass saves memory: the head's buffers (~10 MiB at the 26M shape) are idle
   // for the rest of the backward, where the peak is.
   if (cx.keep != Keep::All)
-    for (Vec* v : {&a.probs, &a.ct, &a.ht, &a.h}) Vec().swap(*v);
+    for (Vec* v : {&a.probs, &a.h}) Vec().swap(*v);
 }
 
 // =============================================================================================

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
+#include "nk/kernels.h"
 #include "nk/quant.h"
 #include "nk/threadpool.h"
 #include "train/matmul.h"
@@ -137,24 +137,15 @@ struct HeadView {  // strided views of one head of one sequence
   size_t ldq, ldk;
 };
 
-// P [Lq, Lk] = softmax(mask(Q K^T * scale)); kt is K^T [hd, Lk] (contiguous).
-void head_probs(float* P, const float* q, size_t ldq, const float* kt, const uint8_t* key_valid, const AttnShape& s) {
+// P [Lq, Lk] = softmax(mask(Q K^T * scale)); K [Lk, hd] read in place with row stride ldk. The
+// masked softmax is the kernels' (nk::Kernels::softmax_rows: the same definition as the scalar
+// reference, vectorized exp; tests/kernels compare the two).
+void head_probs(float* P, const float* q, size_t ldq, const float* kb, size_t ldk, const uint8_t* key_valid,
+                const AttnShape& s) {
   const int Lq = s.Lq, Lk = s.Lk;
   const float scale = 1.0f / std::sqrt((float)s.hd);
-  gemm(Lq, Lk, s.hd, q, ldq, 1, kt, (size_t)Lk, P, (size_t)Lk, /*accumulate=*/false);
-  for (int i = 0; i < Lq; ++i) {
-    float* p = P + (size_t)i * Lk;
-    float mx = std::numeric_limits<float>::lowest();
-    for (int j = 0; j < Lk; ++j) {
-      const bool ok = (!key_valid || key_valid[j]) && (!s.causal || j <= i);
-      p[j] = ok ? p[j] * scale : std::numeric_limits<float>::lowest();
-      mx = std::max(mx, p[j]);
-    }
-    float sum = 0;
-    for (int j = 0; j < Lk; ++j) sum += (p[j] = std::exp(p[j] - mx));
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < Lk; ++j) p[j] *= inv;
-  }
+  gemm_strided(Lq, Lk, s.hd, q, ldq, 1, kb, 1, ldk, P, (size_t)Lk, /*accumulate=*/false, nullptr);
+  nk::kernels().softmax_rows(P, (size_t)Lk, (size_t)Lq, (size_t)Lk, scale, key_valid, s.causal, 0);
 }
 
 }  // namespace
@@ -165,18 +156,15 @@ void attention_forward(float* out, const float* q, const float* k, const float* 
   const size_t ldq = (size_t)s.H * s.hd, ldk = (size_t)s.Hkv * s.hd;
   auto task = [&](size_t t, unsigned) {
     const int b = (int)(t / s.Hkv), kh = (int)(t % s.Hkv);
-    thread_local std::vector<float> kt, P;  // per-thread scratch, reused across calls
-    kt.resize((size_t)s.hd * s.Lk);
+    thread_local std::vector<float> P;  // per-thread scratch, reused across calls
     P.resize((size_t)s.Lq * s.Lk);
     const float* kb = k + (size_t)b * s.Lk * ldk + (size_t)kh * s.hd;
     const float* vb = v + (size_t)b * s.Lk * ldk + (size_t)kh * s.hd;
-    for (int j = 0; j < s.Lk; ++j)
-      for (int i = 0; i < s.hd; ++i) kt[(size_t)i * s.Lk + j] = kb[(size_t)j * ldk + i];
     const uint8_t* kv_mask = key_valid ? key_valid + (size_t)b * s.Lk : nullptr;
     for (int h = kh * group; h < (kh + 1) * group; ++h) {
       const float* qh = q + (size_t)b * s.Lq * ldq + (size_t)h * s.hd;
       float* oh = out + (size_t)b * s.Lq * ldq + (size_t)h * s.hd;
-      head_probs(P.data(), qh, ldq, kt.data(), kv_mask, s);
+      head_probs(P.data(), qh, ldq, kb, ldk, kv_mask, s);
       gemm(s.Lq, s.hd, s.Lk, P.data(), (size_t)s.Lk, 1, vb, ldk, oh, ldq, false);  // O = P V
     }
   };
@@ -192,38 +180,23 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const float scale = 1.0f / std::sqrt((float)hd);
   auto task = [&](size_t t, unsigned) {
     const int b = (int)(t / s.Hkv), kh = (int)(t % s.Hkv);
-    thread_local std::vector<float> kt, vt, P, dP;  // per-thread scratch, reused across calls
-    kt.resize((size_t)hd * Lk);
-    vt.resize((size_t)hd * Lk);
+    thread_local std::vector<float> P, dP;  // per-thread scratch, reused across calls
     P.resize((size_t)Lq * Lk);
     dP.resize((size_t)Lq * Lk);
     const size_t kv_off = (size_t)b * Lk * ldk + (size_t)kh * hd;
     const float *kb = k + kv_off, *vb = v + kv_off;
     float *dkb = dk + kv_off, *dvb = dv + kv_off;
-    for (int j = 0; j < Lk; ++j)
-      for (int i = 0; i < hd; ++i) {
-        kt[(size_t)i * Lk + j] = kb[(size_t)j * ldk + i];
-        vt[(size_t)i * Lk + j] = vb[(size_t)j * ldk + i];
-      }
     const uint8_t* kv_mask = key_valid ? key_valid + (size_t)b * Lk : nullptr;
     for (int h = kh * group; h < (kh + 1) * group; ++h) {
       const size_t q_off = (size_t)b * Lq * ldq + (size_t)h * hd;
       const float *qh = q + q_off, *doh = dout + q_off;
       float* dqh = dq + q_off;
-      head_probs(P.data(), qh, ldq, kt.data(), kv_mask, s);
-      // dP = dO V^T
-      gemm(Lq, Lk, hd, doh, ldq, 1, vt.data(), (size_t)Lk, dP.data(), (size_t)Lk, false);
+      head_probs(P.data(), qh, ldq, kb, ldk, kv_mask, s);
+      // dP = dO V^T (V read in place)
+      gemm_strided(Lq, Lk, hd, doh, ldq, 1, vb, 1, ldk, dP.data(), (size_t)Lk, false, nullptr);
       // dS = P * (dP - sum_j P dP) (softmax backward), times the score scale; 0 where masked.
-      for (int i = 0; i < Lq; ++i) {
-        float* p = P.data() + (size_t)i * Lk;
-        float* g = dP.data() + (size_t)i * Lk;
-        double D = 0;
-        for (int j = 0; j < Lk; ++j) D += (double)p[j] * g[j];
-        for (int j = 0; j < Lk; ++j) {
-          const bool ok = (!kv_mask || kv_mask[j]) && (!s.causal || j <= i);
-          g[j] = ok ? p[j] * (g[j] - (float)D) * scale : 0.0f;
-        }
-      }
+      nk::kernels().softmax_rows_backward(P.data(), (size_t)Lk, dP.data(), (size_t)Lk, (size_t)Lq, (size_t)Lk, scale,
+                                          kv_mask, s.causal, 0);
       gemm(Lk, hd, Lq, P.data(), 1, (size_t)Lk, doh, ldq, dvb, ldk, true);   // dV += P^T dO
       gemm(Lq, hd, Lk, dP.data(), (size_t)Lk, 1, kb, ldk, dqh, ldq, true);   // dQ += dS K
       gemm(Lk, hd, Lq, dP.data(), 1, (size_t)Lk, qh, ldq, dkb, ldk, true);   // dK += dS^T Q
