@@ -30,19 +30,28 @@ using Attn = AttnT<Vec>;
 
 // What one attention block keeps from its forward for the backward.
 struct AttnActs {
-  Vec x_in;             // residual stream entering the block [T, d]
-  Vec h, rstd;          // ZCRMSNorm(x_in), its 1/rms [T]
-  Vec q_raw, q_rstd, q; // h Wq^T; q after q_norm (+ RoPE)          [T, d]
-  Vec k_raw, k_rstd, k; // kv Wk^T; k after k_norm (+ RoPE)         [Tk, kv]
-  Vec v;                // kv Wv^T                                  [Tk, kv]
-  Vec ctx, y;           // attention output, out_proj(ctx)          [T, d]
-  Vec uq, uk, uv, uo;   // LoRA: s (input A^T) of each adapted projection [rows, rank]
+  Vec x_in;         // residual stream entering the block [T, d]
+  Vec rstd;         // 1/rms of x_in [T]
+  Vec q_raw, q_rstd; // h Wq^T [T, d]; 1/rms per head [T*H]
+  Vec k_raw, k_rstd; // kv Wk^T [Tk, kv]; 1/rms per head [Tk*Hkv]
+  Vec v;            // kv Wv^T                                  [Tk, kv]
+  Vec ctx, y;       // attention output, out_proj(ctx)          [T, d]
+  Vec uq, uk, uv, uo; // LoRA: s (input A^T) of each adapted projection [rows, rank]
 
   // Everything but x_in (a recomputing pass keeps only the block's input).
   void release_all_but_input() {
-    for (Vec* v : {&h, &rstd, &q_raw, &q_rstd, &q, &k_raw, &k_rstd, &k, &v, &ctx, &y, &uq, &uk, &uv, &uo})
-      Vec().swap(*v);
+    for (Vec* v : {&rstd, &q_raw, &q_rstd, &k_raw, &k_rstd, &v, &ctx, &y, &uq, &uk, &uv, &uo}) Vec().swap(*v);
   }
+};
+
+// The element-wise images of kept activations, never kept: h = ZCRMSNorm(x_in) and the normed
+// (+ RoPE) q and k. Each block's backward recomputes them from x_in, q_raw and k_raw with the
+// forward's own functions (the same ops on the same values: bit-identical), ~1% more work and
+// ~330 MiB less at the 26M shape (docs/benchmarks.md). One set per pass, in BlockScratch.
+struct Normed {
+  Vec h;     // [T, d]
+  Vec q, k;  // [T, d], [Tk, kv]
+  Vec rstd;  // the recomputation's copies of the kept 1/rms values (equal to them)
 };
 
 // Buffers of one block's backward (and of a recomputed forward), reused by every block of a pass.
@@ -53,6 +62,7 @@ struct BlockScratch {
   Vec wq;                // a fake-quantized (or merged) kernel [out, in]
   Vec bt, g;             // LoRA: B^T [rank, out]; s dy B [T, rank]
   AttnActs acts;         // the block being recomputed, or any block of a forward-only pass
+  Normed normed;         // h, q, k of the block being run (see Normed)
 };
 
 // Which activations a forward keeps: all of them (backward without recomputation), each
@@ -186,6 +196,39 @@ struct BlockParams {
   }
 };
 
+// h = ZCRMSNorm(x_in) into n.h, its 1/rms into rstd.
+void pre_norm(Normed& n, float* rstd, const float* x_in, int T, const BlockParams& bp, const Config& c) {
+  n.h.resize((size_t)T * c.d_model);
+  rmsnorm_forward(n.h.data(), rstd, x_in, bp.norm.data(), T, c.d_model);
+}
+
+// q = q_norm(q_raw), k = k_norm(k_raw) into n.q, n.k (+ RoPE for self-attention); their 1/rms
+// per head into q_rstd, k_rstd.
+void qk_norm_rope(Normed& n, float* q_rstd, float* k_rstd, const AttnActs& a, const BlockShape& s,
+                  const BlockParams& bp, const Config& c) {
+  const int hd = c.head_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
+  const int T = s.B * s.Lq, Tk = s.B * s.Lk;
+  n.q.resize((size_t)T * c.d_model);
+  n.k.resize((size_t)Tk * c.kv_dim());
+  rmsnorm_forward(n.q.data(), q_rstd, a.q_raw.data(), bp.w.q_norm.data(), T * H, hd);
+  rmsnorm_forward(n.k.data(), k_rstd, a.k_raw.data(), bp.w.k_norm.data(), Tk * Hkv, hd);
+  if (s.self) {
+    rope_forward(n.q.data(), s.B, s.Lq, H, hd, c.rope_theta);
+    rope_forward(n.k.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
+  }
+}
+
+// Recomputes n (h, q, k) of a block whose forward kept a (the kept 1/rms values are computed
+// again, equal, into n.rstd).
+void recompute_normed(Normed& n, const AttnActs& a, const float* x_in, const BlockShape& s, const BlockParams& bp,
+                      const Config& c) {
+  const int T = s.B * s.Lq, Tk = s.B * s.Lk;
+  n.rstd.resize((size_t)T + (size_t)T * c.num_heads + (size_t)Tk * c.num_kv_heads);
+  float* r = n.rstd.data();
+  pre_norm(n, r, x_in, T, bp, c);
+  qk_norm_rope(n, r + T, r + T + (size_t)T * c.num_heads, a, s, bp, c);
+}
+
 // The block's output branch y [T, d] (before the gated residual) from its input x_in, keeping
 // the intermediate activations in `a`. y null: everything but the out projection's output (a
 // recomputation for a backward that does not read y: frozen gate).
@@ -194,32 +237,24 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const flo
   const Config& c = cx.c;
   const int d = c.d_model, hd = c.head_dim(), kvd = c.kv_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
-  a.h.resize((size_t)T * d);
+  Normed& n = cx.scratch->normed;
   a.rstd.resize((size_t)T);
-  rmsnorm_forward(a.h.data(), a.rstd.data(), x_in, bp.norm.data(), T, d);
-  const float* kv = s.self ? a.h.data() : kv_in;
+  pre_norm(n, a.rstd.data(), x_in, T, bp, c);
+  const float* kv = s.self ? n.h.data() : kv_in;
 
   a.q_raw.resize((size_t)T * d);
-  a.q.resize((size_t)T * d);
   a.q_rstd.resize((size_t)T * H);
-  dense_forward(cx, bp.dense(c, 'q'), a.q_raw.data(), a.h.data(), T, a.uq);
-  rmsnorm_forward(a.q.data(), a.q_rstd.data(), a.q_raw.data(), bp.w.q_norm.data(), T * H, hd);
-
+  dense_forward(cx, bp.dense(c, 'q'), a.q_raw.data(), n.h.data(), T, a.uq);
   a.k_raw.resize((size_t)Tk * kvd);
-  a.k.resize((size_t)Tk * kvd);
   a.k_rstd.resize((size_t)Tk * Hkv);
   a.v.resize((size_t)Tk * kvd);
   dense_forward(cx, bp.dense(c, 'k'), a.k_raw.data(), kv, Tk, a.uk);
   dense_forward(cx, bp.dense(c, 'v'), a.v.data(), kv, Tk, a.uv);
-  rmsnorm_forward(a.k.data(), a.k_rstd.data(), a.k_raw.data(), bp.w.k_norm.data(), Tk * Hkv, hd);
+  qk_norm_rope(n, a.q_rstd.data(), a.k_rstd.data(), a, s, bp, c);
 
-  if (s.self) {
-    rope_forward(a.q.data(), s.B, s.Lq, H, hd, c.rope_theta);
-    rope_forward(a.k.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
-  }
   a.ctx.resize((size_t)T * d);
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
-  attention_forward(a.ctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid, as, cx.pool);
+  attention_forward(a.ctx.data(), n.q.data(), n.k.data(), a.v.data(), s.key_valid, as, cx.pool);
   dense_forward(cx, bp.dense(c, 'o'), y, a.ctx.data(), T, a.uo);
 }
 
@@ -229,6 +264,7 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const flo
 // Two [T, d] buffers carry the chain: ga = dy -> (free) -> dq -> dq_raw (in place) and
 // gb = dctx -> (free) -> dh, each reused once its previous content is dead; dk -> dk_raw in place.
 // y: the branch output (read only for the gate's gradient; may be null when the gate is frozen).
+// h, q and k are read from the scratch's Normed: the forward's own, or recomputed (block_backward).
 void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, const float* y, Vec& dx,
                          const float* kv_in, float* d_kv_in, const BlockShape& s, const BlockParams& bp,
                          const Dropout& drop) {
@@ -247,7 +283,8 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, co
   Vec& dk = zeroed(sc.dk, (size_t)Tk * kvd);
   Vec& dv = zeroed(sc.dv, (size_t)Tk * kvd);
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
-  attention_backward(dq.data(), dk.data(), dv.data(), dctx.data(), a.q.data(), a.k.data(), a.v.data(), s.key_valid,
+  const Normed& n = sc.normed;
+  attention_backward(dq.data(), dk.data(), dv.data(), dctx.data(), n.q.data(), n.k.data(), a.v.data(), s.key_valid,
                      as, cx.pool);
   if (s.self) {
     rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta);
@@ -261,8 +298,8 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, co
   const Vec& dk_raw = dk;
 
   Vec& dh = zeroed(sc.gb, (size_t)T * d);  // dctx is dead
-  dense_backward(cx, bp.dense(c, 'q'), dh.data(), dq_raw.data(), a.h.data(), T, a.uq);
-  const float* kv = s.self ? a.h.data() : kv_in;
+  dense_backward(cx, bp.dense(c, 'q'), dh.data(), dq_raw.data(), n.h.data(), T, a.uq);
+  const float* kv = s.self ? n.h.data() : kv_in;
   float* dkv = s.self ? dh.data() : d_kv_in;
   dense_backward(cx, bp.dense(c, 'k'), dkv, dk_raw.data(), kv, Tk, a.uk);
   dense_backward(cx, bp.dense(c, 'v'), dkv, dv.data(), kv, Tk, a.uv);
@@ -297,6 +334,7 @@ void block_forward(const Ctx& cx, AttnActs& kept, Vec& x, const float* kv_in, co
 void block_backward(const Ctx& cx, const AttnActs& kept, Vec& dx, const float* kv_in, float* d_kv_in,
                     const BlockShape& s, const BlockParams& bp, const Dropout& drop) {
   if (cx.keep == Keep::All) {
+    recompute_normed(cx.scratch->normed, kept, kept.x_in.data(), s, bp, cx.c);
     attn_block_backward(cx, kept, kept.x_in.data(), kept.y.data(), dx, kv_in, d_kv_in, s, bp, drop);
     return;
   }
