@@ -91,14 +91,16 @@ Result<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes
 
 namespace {
 
-// Writes all of `bytes` to fd and fsyncs it. 0 or an errno; fd stays open.
-int write_and_sync(int fd, std::span<const uint8_t> bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return w < 0 ? errno : ENOSPC;
-    done += (size_t)w;
+// Writes all of every piece to fd and fsyncs it. 0 or an errno; fd stays open.
+int write_and_sync(int fd, std::span<const std::span<const uint8_t>> pieces) {
+  for (std::span<const uint8_t> bytes : pieces) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return w < 0 ? errno : ENOSPC;
+      done += (size_t)w;
+    }
   }
   return ::fsync(fd) != 0 ? errno : 0;
 }
@@ -106,6 +108,11 @@ int write_and_sync(int fd, std::span<const uint8_t> bytes) {
 }  // namespace
 
 Status write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) {
+  const std::span<const uint8_t> one[] = {bytes};
+  return write_file_atomic(path, one);
+}
+
+Status write_file_atomic(const std::string& path, std::span<const std::span<const uint8_t>> bytes) {
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
   // The bytes first go to an unnamed file in the target's directory (O_TMPFILE), so that a
   // process killed while writing or syncing leaves nothing behind; only the complete, synced

@@ -41,5 +41,8 @@ Result<std::vector<uint8_t>> read_file(const std::string& path, size_t max_bytes
 // `path` (if any) is left untouched; a process killed (SIGKILL) while writing or syncing
 // leaves no temporary file.
 Status write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
+// The same for a file that is the concatenation of `pieces` (nothing is copied: a large file
+// can be written from the buffers that already hold its parts).
+Status write_file_atomic(const std::string& path, std::span<const std::span<const uint8_t>> pieces);
 
 }  // namespace needle

@@ -25,7 +25,9 @@ bool printable_name(std::span<const uint8_t> b) {
 }
 
 uint32_t crc32_of(uint32_t crc, std::span<const uint8_t> b) {
-  // zlib's crc32_z takes size_t lengths.
+  // zlib's crc32_z takes size_t lengths. A null buffer would not be a no-op: zlib returns the
+  // initial value for it (an empty vector's data() may be null).
+  if (b.empty()) return crc;
   return (uint32_t)crc32_z(crc, b.data(), b.size());
 }
 
@@ -255,30 +257,60 @@ Status NeedleWriter::add_tensor(std::string name, DType dtype, std::vector<int64
   return Status::ok();
 }
 
-std::vector<uint8_t> NeedleWriter::serialize() const {
-  std::vector<uint8_t> meta;
-  put<uint32_t>(meta, (uint32_t)meta_.size());
+NeedleWriter::Layout NeedleWriter::layout() const {
+  Layout L;
+  // Pieces are recorded as (owned buffer index or view) and resolved to spans at the end, when
+  // the owned buffers no longer move.
+  struct Piece {
+    int owned = -1;
+    std::span<const uint8_t> view;
+  };
+  std::vector<Piece> order;
+  auto own = [&](std::vector<uint8_t> b) {
+    if (b.empty()) return;
+    L.owned.push_back(std::move(b));
+    order.push_back({(int)L.owned.size() - 1, {}});
+  };
+  auto view = [&](const void* p, size_t n) {
+    if (n) order.push_back({-1, {static_cast<const uint8_t*>(p), n}});
+  };
+  auto zeros = [&](size_t n) {
+    if (n) own(std::vector<uint8_t>(n, 0));
+  };
+
+  // meta: small prefixes owned, string/bytes payloads viewed in place.
+  uint64_t meta_size = 0;
+  std::vector<uint8_t> cur;
+  put<uint32_t>(cur, (uint32_t)meta_.size());
+  auto flush = [&] {
+    meta_size += cur.size();
+    own(std::move(cur));
+    cur.clear();
+  };
   for (auto& [k, v] : meta_) {
-    put<uint32_t>(meta, (uint32_t)k.size());
-    put_bytes(meta, k.data(), k.size());
+    put<uint32_t>(cur, (uint32_t)k.size());
+    put_bytes(cur, k.data(), k.size());
     std::visit(
         [&](auto&& x) {
           using T = std::decay_t<decltype(x)>;
-          if constexpr (std::is_same_v<T, int64_t>) { put<uint8_t>(meta, kI64); put<int64_t>(meta, x); }
-          else if constexpr (std::is_same_v<T, double>) { put<uint8_t>(meta, kF64); put<double>(meta, x); }
-          else if constexpr (std::is_same_v<T, bool>) { put<uint8_t>(meta, kBool); put<uint8_t>(meta, x ? 1 : 0); }
+          if constexpr (std::is_same_v<T, int64_t>) { put<uint8_t>(cur, kI64); put<int64_t>(cur, x); }
+          else if constexpr (std::is_same_v<T, double>) { put<uint8_t>(cur, kF64); put<double>(cur, x); }
+          else if constexpr (std::is_same_v<T, bool>) { put<uint8_t>(cur, kBool); put<uint8_t>(cur, x ? 1 : 0); }
           else {
-            put<uint8_t>(meta, std::is_same_v<T, std::string> ? kString : kBytes);
-            put<uint64_t>(meta, x.size());
-            put_bytes(meta, x.data(), x.size());
+            put<uint8_t>(cur, std::is_same_v<T, std::string> ? kString : kBytes);
+            put<uint64_t>(cur, x.size());
+            flush();
+            view(x.data(), x.size());
+            meta_size += x.size();
           }
         },
         v);
   }
+  flush();
+
   std::vector<uint8_t> dir;
   put<uint32_t>(dir, (uint32_t)tensors_.size());
   uint64_t off = 0;
-  std::vector<uint64_t> offsets;
   for (auto& t : tensors_) {
     put<uint32_t>(dir, (uint32_t)t.name.size());
     put_bytes(dir, t.name.data(), t.name.size());
@@ -287,39 +319,57 @@ std::vector<uint8_t> NeedleWriter::serialize() const {
     for (auto s : t.shape) put<int64_t>(dir, s);
     put<uint64_t>(dir, off);
     put<uint64_t>(dir, t.data.size());
-    offsets.push_back(off);
     off = align_up(off + t.data.size());
   }
-  uint64_t data_size = off;
-  uint64_t meta_off = kHeaderSize, dir_off = meta_off + meta.size();
-  uint64_t data_off = align_up(dir_off + dir.size());
+  const uint64_t data_size = off;
+  const uint64_t meta_off = kHeaderSize, dir_off = meta_off + meta_size;
+  const uint64_t data_off = align_up(dir_off + dir.size());
+  const uint64_t dir_size = dir.size();
+  own(std::move(dir));
+  const size_t dir_end = order.size();  // the header CRC covers meta and directory
+  zeros(data_off - (dir_off + dir_size));
+  const size_t data_begin = order.size();
+  for (auto& t : tensors_) {
+    view(t.data.data(), t.data.size());
+    zeros(align_up(t.data.size()) - t.data.size());
+  }
 
-  std::vector<uint8_t> out(data_off + data_size, 0);
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    if (!tensors_[i].data.empty())
-      std::memcpy(out.data() + data_off + offsets[i], tensors_[i].data.data(), tensors_[i].data.size());
-  uint32_t data_crc = crc32_of(0, std::span<const uint8_t>(out).subspan(data_off, data_size));
+  auto span_of = [&](const Piece& p) {
+    return p.owned >= 0 ? std::span<const uint8_t>(L.owned[(size_t)p.owned]) : p.view;
+  };
+  uint32_t data_crc = 0;
+  for (size_t i = data_begin; i < order.size(); ++i) data_crc = crc32_of(data_crc, span_of(order[i]));
 
   std::vector<uint8_t> hdr;
   put_bytes(hdr, kNeedleMagic, 8);
   put<uint32_t>(hdr, kNeedleVersionMajor);
   put<uint32_t>(hdr, kNeedleVersionMinor);
-  for (uint64_t x : {meta_off, (uint64_t)meta.size(), dir_off, (uint64_t)dir.size(), data_off, data_size})
-    put<uint64_t>(hdr, x);
+  for (uint64_t x : {meta_off, meta_size, dir_off, dir_size, data_off, data_size}) put<uint64_t>(hdr, x);
   put<uint32_t>(hdr, data_crc);
   uint32_t crc = crc32_of(0, hdr);
-  crc = crc32_of(crc, meta);
-  crc = crc32_of(crc, dir);
+  for (size_t i = 0; i < dir_end; ++i) crc = crc32_of(crc, span_of(order[i]));
   put<uint32_t>(hdr, crc);
-  std::memcpy(out.data(), hdr.data(), hdr.size());
-  std::memcpy(out.data() + meta_off, meta.data(), meta.size());
-  std::memcpy(out.data() + dir_off, dir.data(), dir.size());
+
+  L.pieces.reserve(order.size() + 1);
+  L.owned.push_back(std::move(hdr));
+  L.pieces.push_back(L.owned.back());
+  for (const Piece& p : order) L.pieces.push_back(span_of(p));
+  return L;
+}
+
+std::vector<uint8_t> NeedleWriter::serialize() const {
+  const Layout L = layout();
+  std::vector<uint8_t> out;
+  size_t n = 0;
+  for (auto p : L.pieces) n += p.size();
+  out.reserve(n);
+  for (auto p : L.pieces) out.insert(out.end(), p.begin(), p.end());
   return out;
 }
 
 Status NeedleWriter::write(const std::string& path) const {
-  auto bytes = serialize();
-  return write_file_atomic(path, bytes);
+  const Layout L = layout();
+  return write_file_atomic(path, L.pieces);
 }
 
 }  // namespace needle

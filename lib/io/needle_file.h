@@ -74,10 +74,19 @@ class NeedleWriter {
   void set_meta(std::string key, MetaValue v);
   Status add_tensor(std::string name, DType dtype, std::vector<int64_t> shape, std::vector<uint8_t> data);
   std::vector<uint8_t> serialize() const;
-  // serialize() then write_file_atomic().
+  // Writes the serialized bytes atomically, streamed from the writer's own buffers (no copy of
+  // the file in memory: a training checkpoint is hundreds of MB).
   Status write(const std::string& path) const;
 
  private:
+  // The file as consecutive pieces: small owned buffers (header, field prefixes, directory,
+  // padding) and views of the meta values and tensor data. Valid while *this is unchanged.
+  struct Layout {
+    std::vector<std::vector<uint8_t>> owned;
+    std::vector<std::span<const uint8_t>> pieces;
+  };
+  Layout layout() const;
+
   struct Entry {
     std::string name;
     DType dtype;

@@ -2,7 +2,10 @@
 // gives a one-line error, never a crash.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "io/needle_file.h"
@@ -114,6 +117,72 @@ TEST_CASE("bit flips are caught by the checksums", "[format][bad]") {
   }
   // A flip in alignment padding (between tensors) changes nothing that is read.
   CHECK(rejected >= 300);
+}
+
+TEST_CASE("write() streams exactly the bytes serialize() builds, in the documented layout", "[format]") {
+  // Odd sizes everywhere so that every padding rule is exercised: meta values of 1 and 100,003
+  // bytes, tensors of 12, 0 and 70 bytes (data offsets 0, 64, 64; data size 128).
+  NeedleWriter w;
+  std::vector<uint8_t> big(100003);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = (uint8_t)(i * 7 + 3);
+  w.set_meta("i", int64_t{-5});
+  w.set_meta("big", MetaBytes(big));
+  w.set_meta("s", std::string("x"));
+  w.set_meta("f", 2.5);
+  w.set_meta("b", true);
+  w.set_meta("last", MetaBytes{9, 8, 7});  // a byte string last: the piece after it is empty
+  std::vector<uint8_t> t1(12), t3(70);
+  for (size_t i = 0; i < t1.size(); ++i) t1[i] = (uint8_t)(i + 1);
+  for (size_t i = 0; i < t3.size(); ++i) t3[i] = (uint8_t)(200 - i);
+  REQUIRE(w.add_tensor("t1", DType::F32, {3}, t1).is_ok());
+  REQUIRE(w.add_tensor("t2", DType::F32, {0}, {}).is_ok());
+  REQUIRE(w.add_tensor("t3", DType::F16, {35}, t3).is_ok());
+  const std::vector<uint8_t> mem = w.serialize();
+
+  const auto path = std::filesystem::temp_directory_path() / ("needle_file_test_" + std::to_string(::getpid()));
+  REQUIRE(w.write(path.string()).is_ok());
+  auto disk = read_file(path.string());
+  std::filesystem::remove(path);
+  REQUIRE(disk.is_ok());
+  CHECK(*disk == mem);
+
+  // The layout, read field by field: header 72 bytes, meta right after it, the directory after
+  // the meta, data at the next multiple of 64, each tensor at a multiple of 64, zero padding.
+  auto u64 = [&](size_t at) {
+    uint64_t v;
+    std::memcpy(&v, mem.data() + at, 8);
+    return v;
+  };
+  CHECK(std::memcmp(mem.data(), kNeedleMagic, 8) == 0);
+  const uint64_t meta_off = u64(16), meta_size = u64(24), dir_off = u64(32), dir_size = u64(40);
+  const uint64_t data_off = u64(48), data_size = u64(56);
+  CHECK(meta_off == 72);
+  // 4 (count) + per entry 4 + key + 1 (type) + value (8 | 8 + size | 1)
+  CHECK(meta_size == 4 + (4 + 1 + 1 + 8) + (4 + 3 + 1 + 8 + 100003) + (4 + 1 + 1 + 8 + 1) + (4 + 1 + 1 + 8) +
+                         (4 + 1 + 1 + 1) + (4 + 4 + 1 + 8 + 3));
+  CHECK(dir_off == meta_off + meta_size);
+  CHECK(data_off % 64 == 0);
+  CHECK(data_off >= dir_off + dir_size);
+  CHECK(data_off < dir_off + dir_size + 64);
+  CHECK(data_size == 64 + 128);
+  CHECK(mem.size() == data_off + data_size);
+  CHECK(std::equal(t1.begin(), t1.end(), mem.begin() + (ptrdiff_t)data_off));
+  CHECK(std::equal(t3.begin(), t3.end(), mem.begin() + (ptrdiff_t)(data_off + 64)));
+  for (uint64_t i = dir_off + dir_size; i < data_off; ++i) CHECK(mem[i] == 0);
+  for (uint64_t i = data_off + 12; i < data_off + 64; ++i) CHECK(mem[i] == 0);
+  for (uint64_t i = data_off + 64 + 70; i < mem.size(); ++i) CHECK(mem[i] == 0);
+
+  // And it reads back, checksums included.
+  auto f = NeedleFile::parse(mem, /*verify_data=*/true);
+  REQUIRE(f.is_ok());
+  CHECK(std::get<int64_t>(*f->meta("i")) == -5);
+  CHECK(std::get<MetaBytes>(*f->meta("big")) == big);
+  CHECK(std::get<std::string>(*f->meta("s")) == "x");
+  CHECK(std::get<double>(*f->meta("f")) == 2.5);
+  CHECK(std::get<bool>(*f->meta("b")));
+  REQUIRE(f->tensors().size() == 3);
+  CHECK(f->tensor("t3")->nbytes == 70);
+  CHECK(std::memcmp(f->tensor("t3")->data, t3.data(), 70) == 0);
 }
 
 TEST_CASE("an unknown major version is rejected naming both versions", "[format][bad]") {
