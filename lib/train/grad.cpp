@@ -197,36 +197,41 @@ struct BlockParams {
 };
 
 // h = ZCRMSNorm(x_in) into n.h, its 1/rms into rstd.
-void pre_norm(Normed& n, float* rstd, const float* x_in, int T, const BlockParams& bp, const Config& c) {
+void pre_norm(const Ctx& cx, Normed& n, float* rstd, const float* x_in, int T, const BlockParams& bp) {
+  const Config& c = cx.c;
+  nk::ThreadPool* pool = cx.pool;
   n.h.resize((size_t)T * c.d_model);
-  rmsnorm_forward(n.h.data(), rstd, x_in, bp.norm.data(), T, c.d_model);
+  rmsnorm_forward(n.h.data(), rstd, x_in, bp.norm.data(), T, c.d_model, pool);
 }
 
 // q = q_norm(q_raw), k = k_norm(k_raw) into n.q, n.k (+ RoPE for self-attention); their 1/rms
 // per head into q_rstd, k_rstd.
-void qk_norm_rope(Normed& n, float* q_rstd, float* k_rstd, const AttnActs& a, const BlockShape& s,
-                  const BlockParams& bp, const Config& c) {
+void qk_norm_rope(const Ctx& cx, Normed& n, float* q_rstd, float* k_rstd, const AttnActs& a, const BlockShape& s,
+                  const BlockParams& bp) {
+  const Config& c = cx.c;
+  nk::ThreadPool* pool = cx.pool;
   const int hd = c.head_dim(), H = c.num_heads, Hkv = c.num_kv_heads;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
   n.q.resize((size_t)T * c.d_model);
   n.k.resize((size_t)Tk * c.kv_dim());
-  rmsnorm_forward(n.q.data(), q_rstd, a.q_raw.data(), bp.w.q_norm.data(), T * H, hd);
-  rmsnorm_forward(n.k.data(), k_rstd, a.k_raw.data(), bp.w.k_norm.data(), Tk * Hkv, hd);
+  rmsnorm_forward(n.q.data(), q_rstd, a.q_raw.data(), bp.w.q_norm.data(), T * H, hd, pool);
+  rmsnorm_forward(n.k.data(), k_rstd, a.k_raw.data(), bp.w.k_norm.data(), Tk * Hkv, hd, pool);
   if (s.self) {
-    rope_forward(n.q.data(), s.B, s.Lq, H, hd, c.rope_theta);
-    rope_forward(n.k.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
+    rope_forward(n.q.data(), s.B, s.Lq, H, hd, c.rope_theta, pool);
+    rope_forward(n.k.data(), s.B, s.Lk, Hkv, hd, c.rope_theta, pool);
   }
 }
 
 // Recomputes n (h, q, k) of a block whose forward kept a (the kept 1/rms values are computed
 // again, equal, into n.rstd).
-void recompute_normed(Normed& n, const AttnActs& a, const float* x_in, const BlockShape& s, const BlockParams& bp,
-                      const Config& c) {
+void recompute_normed(const Ctx& cx, Normed& n, const AttnActs& a, const float* x_in, const BlockShape& s,
+                      const BlockParams& bp) {
+  const Config& c = cx.c;
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
   n.rstd.resize((size_t)T + (size_t)T * c.num_heads + (size_t)Tk * c.num_kv_heads);
   float* r = n.rstd.data();
-  pre_norm(n, r, x_in, T, bp, c);
-  qk_norm_rope(n, r + T, r + T + (size_t)T * c.num_heads, a, s, bp, c);
+  pre_norm(cx, n, r, x_in, T, bp);
+  qk_norm_rope(cx, n, r + T, r + T + (size_t)T * c.num_heads, a, s, bp);
 }
 
 // The block's output branch y [T, d] (before the gated residual) from its input x_in, keeping
@@ -239,7 +244,7 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const flo
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
   Normed& n = cx.scratch->normed;
   a.rstd.resize((size_t)T);
-  pre_norm(n, a.rstd.data(), x_in, T, bp, c);
+  pre_norm(cx, n, a.rstd.data(), x_in, T, bp);
   const float* kv = s.self ? n.h.data() : kv_in;
 
   a.q_raw.resize((size_t)T * d);
@@ -250,7 +255,7 @@ void attn_block_forward(const Ctx& cx, AttnActs& a, const float* x_in, const flo
   a.v.resize((size_t)Tk * kvd);
   dense_forward(cx, bp.dense(c, 'k'), a.k_raw.data(), kv, Tk, a.uk);
   dense_forward(cx, bp.dense(c, 'v'), a.v.data(), kv, Tk, a.uv);
-  qk_norm_rope(n, a.q_rstd.data(), a.k_rstd.data(), a, s, bp, c);
+  qk_norm_rope(cx, n, a.q_rstd.data(), a.k_rstd.data(), a, s, bp);
 
   a.ctx.resize((size_t)T * d);
   const AttnShape as{s.B, s.Lq, s.Lk, H, Hkv, hd, s.causal};
@@ -274,7 +279,7 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, co
   const int T = s.B * s.Lq, Tk = s.B * s.Lk;
 
   Vec& dy = zeroed(sc.ga, (size_t)T * d);
-  residual_backward(dy.data(), bp.dgate, dx.data(), y, bp.gate, drop, dy.size());
+  residual_backward(dy.data(), bp.dgate, dx.data(), y, bp.gate, drop, dy.size(), cx.pool);
 
   Vec& dctx = zeroed(sc.gb, (size_t)T * d);
   dense_backward(cx, bp.dense(c, 'o'), dctx.data(), dy.data(), a.ctx.data(), T, a.uo);
@@ -287,13 +292,13 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, co
   attention_backward(dq.data(), dk.data(), dv.data(), dctx.data(), n.q.data(), n.k.data(), a.v.data(), s.key_valid,
                      as, cx.pool);
   if (s.self) {
-    rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta);
-    rope_backward(dk.data(), s.B, s.Lk, Hkv, hd, c.rope_theta);
+    rope_backward(dq.data(), s.B, s.Lq, H, hd, c.rope_theta, cx.pool);
+    rope_backward(dk.data(), s.B, s.Lk, Hkv, hd, c.rope_theta, cx.pool);
   }
   rmsnorm_backward_inplace(dq.data(), bp.gw ? bp.gw->q_norm.data() : nullptr, a.q_raw.data(), a.q_rstd.data(),
-                           bp.w.q_norm.data(), T * H, hd);
+                           bp.w.q_norm.data(), T * H, hd, cx.pool);
   rmsnorm_backward_inplace(dk.data(), bp.gw ? bp.gw->k_norm.data() : nullptr, a.k_raw.data(), a.k_rstd.data(),
-                           bp.w.k_norm.data(), Tk * Hkv, hd);
+                           bp.w.k_norm.data(), Tk * Hkv, hd, cx.pool);
   const Vec& dq_raw = dq;
   const Vec& dk_raw = dk;
 
@@ -305,7 +310,7 @@ void attn_block_backward(const Ctx& cx, const AttnActs& a, const float* x_in, co
   dense_backward(cx, bp.dense(c, 'v'), dkv, dv.data(), kv, Tk, a.uv);
 
   // The residual path passes dx through unchanged; the norm adds its share.
-  rmsnorm_backward(dx.data(), grad_of(bp.gnorm), dh.data(), x_in, a.rstd.data(), bp.norm.data(), T, d);
+  rmsnorm_backward(dx.data(), grad_of(bp.gnorm), dh.data(), x_in, a.rstd.data(), bp.norm.data(), T, d, cx.pool);
 }
 
 // Forward of a block in the pass's keep mode: x += sigmoid(gate) * drop(branch).
@@ -319,14 +324,14 @@ void block_forward(const Ctx& cx, AttnActs& kept, Vec& x, const float* kv_in, co
   if (cx.keep == Keep::All) {
     kept.y.resize(x.size());
     attn_block_forward(cx, kept, x_in, kv_in, s, bp, kept.y.data());
-    residual_forward(x.data(), kept.y.data(), bp.gate, drop, x.size());
+    residual_forward(x.data(), kept.y.data(), bp.gate, drop, x.size(), cx.pool);
     return;
   }
   if (cx.keep == Keep::Input) kept.release_all_but_input();
   Vec& y = cx.scratch->ga;  // free until the backward starts
   y.resize(x.size());
   attn_block_forward(cx, cx.scratch->acts, x_in, kv_in, s, bp, y.data());
-  residual_forward(x.data(), y.data(), bp.gate, drop, x.size());
+  residual_forward(x.data(), y.data(), bp.gate, drop, x.size(), cx.pool);
 }
 
 // Backward of a block, recomputing its forward from the kept input first when the pass keeps
@@ -334,7 +339,7 @@ void block_forward(const Ctx& cx, AttnActs& kept, Vec& x, const float* kv_in, co
 void block_backward(const Ctx& cx, const AttnActs& kept, Vec& dx, const float* kv_in, float* d_kv_in,
                     const BlockShape& s, const BlockParams& bp, const Dropout& drop) {
   if (cx.keep == Keep::All) {
-    recompute_normed(cx.scratch->normed, kept, kept.x_in.data(), s, bp, cx.c);
+    recompute_normed(cx, cx.scratch->normed, kept, kept.x_in.data(), s, bp);
     attn_block_backward(cx, kept, kept.x_in.data(), kept.y.data(), dx, kv_in, d_kv_in, s, bp, drop);
     return;
   }
@@ -385,7 +390,7 @@ void encoder_forward(const Ctx& cx, EncoderActs& a) {
     block_forward(cx, a.layers[l], x, nullptr, s, encoder_block(cx, l, nullptr, nullptr), cx.drop(a.site + l));
   a.out.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
-  rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.encoder_norm.data(), T, d);
+  rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.encoder_norm.data(), T, d, cx.pool);
 }
 
 // d_out: gradient of the encoder output on entry; used as the stream's gradient (overwritten).
@@ -394,7 +399,7 @@ void encoder_backward(const Ctx& cx, const EncoderActs& a, Vec& d_out, Params* g
   const int d = c.d_model, T = a.B * a.L;
   Vec& dx = d_out;
   rmsnorm_backward_inplace(dx.data(), g ? g->encoder_norm.data() : nullptr, a.x_last.data(), a.rstd.data(),
-                           cx.p.encoder_norm.data(), T, d);
+                           cx.p.encoder_norm.data(), T, d, cx.pool);
   const BlockShape s{a.B, a.L, a.L, true, false, a.valid.data()};
   for (size_t l = cx.p.encoder.size(); l-- > 0;)
     block_backward(cx, a.layers[l], dx, nullptr, nullptr, s, encoder_block(cx, l, g, gl), cx.drop(a.site + l));
@@ -443,7 +448,7 @@ void decoder_forward(const Ctx& cx, DecoderActs& a, const TextBatch& batch, cons
   }
   a.out.resize((size_t)T * d);
   a.rstd.resize((size_t)T);
-  rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.decoder_norm.data(), T, d);
+  rmsnorm_forward(a.out.data(), a.rstd.data(), a.x_last.data(), cx.p.decoder_norm.data(), T, d, cx.pool);
 }
 
 // d_out: gradient of the final-normed decoder output (overwritten: it becomes the stream's
@@ -454,7 +459,7 @@ void decoder_backward(const Ctx& cx, const DecoderActs& a, const TextBatch& batc
   const int d = c.d_model, T = a.B * a.L;
   Vec& dx = d_out;
   rmsnorm_backward_inplace(dx.data(), g ? g->decoder_norm.data() : nullptr, a.x_last.data(), a.rstd.data(),
-                           cx.p.decoder_norm.data(), T, d);
+                           cx.p.decoder_norm.data(), T, d, cx.pool);
   const BlockShape ss{a.B, a.L, a.L, true, true, a.valid.data()};
   const BlockShape cs{a.B, a.L, enc.L, false, false, enc.valid.data()};
   for (size_t l = cx.p.decoder.size(); l-- > 0;) {

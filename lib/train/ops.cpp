@@ -32,50 +32,93 @@ void embedding_backward(float* dE, const float* dout, const int32_t* tokens, int
 }
 
 // ---------------------------------------------------------------------------------------------
-// ZCRMSNorm
+// Row blocks for the element-wise passes
 
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* scale, int rows, int n) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + (size_t)r * n;
-    float* o = out + (size_t)r * n;
-    double ss = 0;
-    for (int i = 0; i < n; ++i) ss += (double)xr[i] * xr[i];
-    const float inv = (float)(1.0 / std::sqrt(ss / n + 1e-6));
-    rstd[r] = inv;
-    for (int i = 0; i < n; ++i) o[i] = (1.0f + scale[i]) * (xr[i] * inv);
-  }
+namespace {
+
+// About this many floats per block: large enough that waking the pool pays, small enough for
+// ~2 blocks per thread at the 26M shape. The block size depends on the row width only, never on
+// the thread count.
+constexpr size_t kBlockElems = size_t(1) << 16;
+
+size_t block_rows(size_t n) { return std::max<size_t>(1, kBlockElems / std::max<size_t>(1, n)); }
+
+// fn(r0, r1, block) for consecutive blocks [r0, r1) of `per` rows covering [0, rows).
+template <class F>
+void for_blocks(nk::ThreadPool* pool, size_t rows, size_t per, F&& fn) {
+  const size_t blocks = (rows + per - 1) / per;
+  auto task = [&](size_t b, unsigned) { fn(b * per, std::min(rows, (b + 1) * per), b); };
+  if (pool && pool->size() > 1 && blocks > 1) pool->parallel_for(blocks, task);
+  else for (size_t b = 0; b < blocks; ++b) task(b, 0);
 }
 
+// dscale [n] += the per-block partials [blocks, n], in block order.
+void add_partials(float* dscale, const std::vector<float>& part, size_t blocks, size_t n) {
+  for (size_t b = 0; b < blocks; ++b)
+    for (size_t i = 0; i < n; ++i) dscale[i] += part[b * n + i];
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// ZCRMSNorm
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* scale, int rows, int n,
+                     nk::ThreadPool* pool) {
+  for_blocks(pool, (size_t)rows, block_rows((size_t)n), [&](size_t r0, size_t r1, size_t) {
+    for (size_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * n;
+      float* o = out + r * n;
+      double ss = 0;
+      for (int i = 0; i < n; ++i) ss += (double)xr[i] * xr[i];
+      const float inv = (float)(1.0 / std::sqrt(ss / n + 1e-6));
+      rstd[r] = inv;
+      for (int i = 0; i < n; ++i) o[i] = (1.0f + scale[i]) * (xr[i] * inv);
+    }
+  });
+}
+
+namespace {
+
+// Both backward forms: dx += (dout in) or d = (in place) the input gradient; dscale partials.
+template <bool kInPlace>
+void rmsnorm_backward_impl(float* dx, float* dscale, const float* dout, const float* x, const float* rstd,
+                           const float* scale, int rows, int n, nk::ThreadPool* pool) {
+  const size_t per = block_rows((size_t)n), blocks = ((size_t)rows + per - 1) / per;
+  std::vector<float> part(dscale ? blocks * (size_t)n : 0, 0.0f);
+  for_blocks(pool, (size_t)rows, per, [&](size_t r0, size_t r1, size_t b) {
+    float* ds = dscale ? part.data() + b * n : nullptr;
+    for (size_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * n;
+      const float* dy = dout + r * n;
+      float* dxr = dx + r * n;
+      const float inv = rstd[r];
+      // g = dy * (1 + scale);  dx = inv * (g - x * inv^2 * mean(g * x))
+      double gx = 0;
+      for (int i = 0; i < n; ++i) gx += (double)dy[i] * (1.0f + scale[i]) * xr[i];
+      const float c = (float)(gx / n) * inv * inv;
+      if (ds)
+        for (int i = 0; i < n; ++i) ds[i] += dy[i] * xr[i] * inv;
+      for (int i = 0; i < n; ++i) {
+        const float v = inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
+        if constexpr (kInPlace) dxr[i] = v;
+        else dxr[i] += v;
+      }
+    }
+  });
+  if (dscale) add_partials(dscale, part, blocks, (size_t)n);
+}
+
+}  // namespace
+
 void rmsnorm_backward(float* dx, float* dscale, const float* dout, const float* x, const float* rstd,
-                      const float* scale, int rows, int n) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + (size_t)r * n;
-    const float* dy = dout + (size_t)r * n;
-    float* dxr = dx + (size_t)r * n;
-    const float inv = rstd[r];
-    // g = dy * (1 + scale);  dx = inv * (g - x * inv^2 * mean(g * x))
-    double gx = 0;
-    for (int i = 0; i < n; ++i) gx += (double)dy[i] * (1.0f + scale[i]) * xr[i];
-    const float c = (float)(gx / n) * inv * inv;
-    for (int i = 0; i < n; ++i) dxr[i] += inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
-    if (dscale)
-      for (int i = 0; i < n; ++i) dscale[i] += dy[i] * xr[i] * inv;
-  }
+                      const float* scale, int rows, int n, nk::ThreadPool* pool) {
+  rmsnorm_backward_impl<false>(dx, dscale, dout, x, rstd, scale, rows, n, pool);
 }
 
 void rmsnorm_backward_inplace(float* d, float* dscale, const float* x, const float* rstd, const float* scale, int rows,
-                              int n) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + (size_t)r * n;
-    float* dy = d + (size_t)r * n;
-    const float inv = rstd[r];
-    double gx = 0;
-    for (int i = 0; i < n; ++i) gx += (double)dy[i] * (1.0f + scale[i]) * xr[i];
-    const float c = (float)(gx / n) * inv * inv;
-    if (dscale)
-      for (int i = 0; i < n; ++i) dscale[i] += dy[i] * xr[i] * inv;
-    for (int i = 0; i < n; ++i) dy[i] = inv * (dy[i] * (1.0f + scale[i]) - xr[i] * c);
-  }
+                              int n, nk::ThreadPool* pool) {
+  rmsnorm_backward_impl<true>(d, dscale, d, x, rstd, scale, rows, n, pool);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -99,16 +142,18 @@ void rope_table(int L, int hd, double theta, std::vector<float>& cs, std::vector
 }
 
 // Rotates [x1, x2] by +angle (forward) or -angle (backward: the transpose of the rotation).
-void rope_apply(float* x, int B, int L, int heads, int hd, double theta, float sign) {
+void rope_apply(float* x, int B, int L, int heads, int hd, double theta, float sign, nk::ThreadPool* pool) {
   std::vector<float> cs, sn;
   rope_table(L, hd, theta, cs, sn);
   const int half = hd / 2;
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < L; ++t) {
-      const float* c = cs.data() + (size_t)t * half;
-      const float* s = sn.data() + (size_t)t * half;
+  const size_t width = (size_t)heads * hd;
+  for_blocks(pool, (size_t)B * L, block_rows(width), [&](size_t r0, size_t r1, size_t) {
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t t = r % (size_t)L;
+      const float* c = cs.data() + t * half;
+      const float* s = sn.data() + t * half;
       for (int h = 0; h < heads; ++h) {
-        float* v = x + (((size_t)b * L + t) * heads + h) * hd;
+        float* v = x + r * width + (size_t)h * hd;
         for (int i = 0; i < half; ++i) {
           const float x1 = v[i], x2 = v[i + half], si = sign * s[i];
           v[i] = x1 * c[i] - x2 * si;
@@ -116,13 +161,16 @@ void rope_apply(float* x, int B, int L, int heads, int hd, double theta, float s
         }
       }
     }
+  });
 }
 
 }  // namespace
 
-void rope_forward(float* x, int B, int L, int heads, int hd, double theta) { rope_apply(x, B, L, heads, hd, theta, 1.0f); }
-void rope_backward(float* dx, int B, int L, int heads, int hd, double theta) {
-  rope_apply(dx, B, L, heads, hd, theta, -1.0f);
+void rope_forward(float* x, int B, int L, int heads, int hd, double theta, nk::ThreadPool* pool) {
+  rope_apply(x, B, L, heads, hd, theta, 1.0f, pool);
+}
+void rope_backward(float* dx, int B, int L, int heads, int hd, double theta, nk::ThreadPool* pool) {
+  rope_apply(dx, B, L, heads, hd, theta, -1.0f, pool);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,28 +283,38 @@ void fake_quantize_rows(float* w, size_t rows, size_t cols) {
   }
 }
 
-void residual_forward(float* x, const float* y, float gate, const Dropout& drop, size_t n) {
+void residual_forward(float* x, const float* y, float gate, const Dropout& drop, size_t n, nk::ThreadPool* pool) {
   const float g = sigmoid(gate);
-  if (!drop.active()) {
-    for (size_t i = 0; i < n; ++i) x[i] += g * y[i];
-  } else {
-    for (size_t i = 0; i < n; ++i) x[i] += g * (y[i] * drop.factor(i));
-  }
+  for_blocks(pool, n, kBlockElems, [&](size_t i0, size_t i1, size_t) {
+    if (!drop.active()) {
+      for (size_t i = i0; i < i1; ++i) x[i] += g * y[i];
+    } else {
+      for (size_t i = i0; i < i1; ++i) x[i] += g * (y[i] * drop.factor(i));
+    }
+  });
 }
 
 void residual_backward(float* dy, float* dgate, const float* dout, const float* y, float gate, const Dropout& drop,
-                       size_t n) {
+                       size_t n, nk::ThreadPool* pool) {
   const float g = sigmoid(gate);
-  if (!dgate) {  // frozen gate: only the branch's gradient
-    for (size_t i = 0; i < n; ++i) dy[i] += g * (dout[i] * (drop.active() ? drop.factor(i) : 1.0f));
-    return;
-  }
+  const size_t blocks = (n + kBlockElems - 1) / kBlockElems;
+  std::vector<double> part(dgate ? blocks : 0, 0.0);  // sum(dout * dropout(y)) per block
+  for_blocks(pool, n, kBlockElems, [&](size_t i0, size_t i1, size_t b) {
+    if (!dgate) {  // frozen gate: only the branch's gradient
+      for (size_t i = i0; i < i1; ++i) dy[i] += g * (dout[i] * (drop.active() ? drop.factor(i) : 1.0f));
+      return;
+    }
+    double dg = 0;
+    for (size_t i = i0; i < i1; ++i) {
+      const float f = drop.active() ? drop.factor(i) : 1.0f;
+      dy[i] += g * (dout[i] * f);
+      dg += (double)dout[i] * (y[i] * f);
+    }
+    part[b] = dg;
+  });
+  if (!dgate) return;
   double dg = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const float f = drop.active() ? drop.factor(i) : 1.0f;
-    dy[i] += g * (dout[i] * f);
-    dg += (double)dout[i] * (y[i] * f);
-  }
+  for (double v : part) dg += v;
   *dgate += (float)(dg * g * (1.0f - g));
 }
 

@@ -7,6 +7,8 @@
 // share an input (the tied embedding, the residual stream, the encoder output read by every
 // cross-attention) simply add up; the exception is rope_backward, which maps dy to dx in place.
 // A parameter gradient pointer (dscale, dgate, dbias) may be null: that parameter is frozen.
+// A `pool` (nullable) splits the work into fixed blocks of rows; reductions over rows (dscale,
+// dgate) add per-block partial sums in block order, so no result depends on the thread count.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,18 +26,19 @@ void embedding_backward(float* dE, const float* dout, const int32_t* tokens, int
 
 // ---- ZCRMSNorm over rows of width n: out = (1 + scale) * x * rstd, rstd = 1/sqrt(mean(x^2) + 1e-6).
 // Also applied per head (rows = T * heads, n = head_dim) for q_norm / k_norm.
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* scale, int rows, int n);
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* scale, int rows, int n,
+                     nk::ThreadPool* pool = nullptr);
 void rmsnorm_backward(float* dx, float* dscale, const float* dout, const float* x, const float* rstd,
-                      const float* scale, int rows, int n);
+                      const float* scale, int rows, int n, nk::ThreadPool* pool = nullptr);
 // The same with dx written over dout (d: dout on entry, dx on return), for a gradient buffer
 // that is dead after the norm; equals rmsnorm_backward into a zeroed dx.
 void rmsnorm_backward_inplace(float* d, float* dscale, const float* x, const float* rstd, const float* scale, int rows,
-                              int n);
+                              int n, nk::ThreadPool* pool = nullptr);
 
 // ---- RoPE, half-split, in place on x [B*L, heads, hd]; row (b, t) has position t.
-void rope_forward(float* x, int B, int L, int heads, int hd, double theta);
+void rope_forward(float* x, int B, int L, int heads, int hd, double theta, nk::ThreadPool* pool = nullptr);
 // dy -> dx in place (the inverse rotation).
-void rope_backward(float* dx, int B, int L, int heads, int hd, double theta);
+void rope_backward(float* dx, int B, int L, int heads, int hd, double theta, nk::ThreadPool* pool = nullptr);
 
 // ---- Scaled dot-product attention with GQA and masks.
 // q, out: [B*Lq, H*hd]; k, v: [B*Lk, Hkv*hd]. Query head h reads kv head h / (H / Hkv).
@@ -62,11 +65,12 @@ struct Dropout {
 };
 
 // ---- Gated residual, in place: x += sigmoid(gate) * dropout(y).
-void residual_forward(float* x, const float* y, float gate, const Dropout& drop, size_t n);
+void residual_forward(float* x, const float* y, float gate, const Dropout& drop, size_t n,
+                      nk::ThreadPool* pool = nullptr);
 // dx is the identity (the caller's stream gradient passes through unchanged); dy += sigmoid(g) *
 // dropout(dout); dgate += sigmoid'(g) * sum(dout * dropout(y)).
 void residual_backward(float* dy, float* dgate, const float* dout, const float* y, float gate, const Dropout& drop,
-                       size_t n);
+                       size_t n, nk::ThreadPool* pool = nullptr);
 
 // ---- INT4 fake quantization of a Dense kernel [rows = out, cols = in], in place: groups of 32
 // along each row (the original's input axis), nk::quantize_row_q4 then dequantize_row_q4.

@@ -22,6 +22,7 @@
 #include "model/forward_ref.h"
 #include "model/model_io.h"
 #include "train/grad.h"
+#include "train/ops.h"
 #include "train/trainer.h"
 #include "nk/threadpool.h"
 
@@ -294,3 +295,77 @@ TEST_CASE("gradients accumulate with the given scale and padding does not leak",
   CHECK(fixtures::rel_err(g3.encoder[1].attn.v, g1.encoder[1].attn.v) == 0.0);
   CHECK(g3.embedding[7 * 16] == g1.embedding[7 * 16]);
 }
+
+TEST_CASE("row-parallel norm, RoPE and residual passes: the same bits on any thread count, and correct",
+          "[grad]") {
+  // 3000 rows of 64 = 192,000 floats: 3 blocks of 65,536 (the last partial), so the per-block
+  // partial sums of dscale and dgate are really exercised.
+  const int rows = 3000, n = 64;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  auto randv = [&](size_t k) {
+    std::vector<float> v(k);
+    for (auto& e : v) e = nd(rng);
+    return v;
+  };
+  const auto x = randv((size_t)rows * n), dout = randv((size_t)rows * n), scale = randv((size_t)n);
+  const Dropout drop{0.1f, 12345};
+
+  struct Out {
+    std::vector<float> y, rstd, dx, dx_in, dscale, dscale_in, res, dres, rope;
+    float dgate = 0.0f;
+  };
+  auto run = [&](nk::ThreadPool* pool) {
+    Out o;
+    o.y.resize(x.size());
+    o.rstd.resize((size_t)rows);
+    rmsnorm_forward(o.y.data(), o.rstd.data(), x.data(), scale.data(), rows, n, pool);
+    o.dx.assign(x.size(), 0.5f);
+    o.dscale.assign((size_t)n, 0.25f);
+    rmsnorm_backward(o.dx.data(), o.dscale.data(), dout.data(), x.data(), o.rstd.data(), scale.data(), rows, n, pool);
+    o.dx_in = dout;
+    o.dscale_in.assign((size_t)n, 0.0f);
+    rmsnorm_backward_inplace(o.dx_in.data(), o.dscale_in.data(), x.data(), o.rstd.data(), scale.data(), rows, n, pool);
+    o.res = x;
+    residual_forward(o.res.data(), dout.data(), 0.3f, drop, x.size(), pool);
+    o.dres.assign(x.size(), 0.0f);
+    residual_backward(o.dres.data(), &o.dgate, dout.data(), x.data(), 0.3f, drop, x.size(), pool);
+    o.rope = x;
+    rope_forward(o.rope.data(), 3, 1000, 1, 64, 10000.0, pool);  // [3 * 1000, 1 head * 64]: 3 blocks
+    return o;
+  };
+  const Out ref = run(nullptr);
+  for (unsigned threads : {1u, 2u, 3u}) {
+    nk::ThreadPool pool(threads);
+    const Out o = run(&pool);
+    CHECK(o.y == ref.y);
+    CHECK(o.rstd == ref.rstd);
+    CHECK(o.dx == ref.dx);
+    CHECK(o.dscale == ref.dscale);
+    CHECK(o.dx_in == ref.dx_in);
+    CHECK(o.dscale_in == ref.dscale_in);
+    CHECK(o.res == ref.res);
+    CHECK(o.dres == ref.dres);
+    CHECK(o.dgate == ref.dgate);
+    CHECK(o.rope == ref.rope);
+  }
+
+  // Against plain double-precision sums over all rows (f32 rounding of ~3000 terms: 1e-4 rel).
+  for (int i = 0; i < n; ++i) {
+    double ds = 0;
+    for (int r = 0; r < rows; ++r) ds += (double)dout[(size_t)r * n + i] * x[(size_t)r * n + i] * ref.rstd[(size_t)r];
+    CHECK(ref.dscale_in[(size_t)i] == Approx(ds).epsilon(1e-4).margin(1e-3));
+    CHECK(ref.dscale[(size_t)i] - 0.25f == Approx(ds).epsilon(1e-4).margin(1e-3));
+  }
+  for (size_t i = 0; i < x.size(); i += 997) CHECK(ref.dx[i] - 0.5f == Approx(ref.dx_in[i]).margin(1e-6));
+  const double g = 1.0 / (1.0 + std::exp(-0.3));
+  double dg = 0;
+  for (size_t i = 0; i < x.size(); ++i) dg += (double)dout[i] * x[i] * drop.factor(i);
+  CHECK(ref.dgate == Approx(dg * g * (1.0 - g)).epsilon(1e-5));
+  // RoPE at position 0 is the identity; the backward undoes the forward.
+  CHECK(std::equal(ref.rope.begin(), ref.rope.begin() + 64, x.begin()));
+  std::vector<float> back = ref.rope;
+  rope_backward(back.data(), 3, 1000, 1, 64, 10000.0);
+  for (size_t i = 0; i < x.size(); i += 101) CHECK(back[i] == Approx(x[i]).margin(1e-5));
+}
+
