@@ -127,18 +127,26 @@ Result<eval::MetricsReport> evaluate(Params p, const Config& c, const text::Toke
   return acc.finalize();
 }
 
-Result<double> val_loss(train::Trainer& t, const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
-                        int batch) {
-  double sum = 0;
+// Validation loss per target token: `ce` the class-weighted cross-entropy (the training objective,
+// what selects the best epoch), `nll` the unweighted one (what needle-eval --loss reports).
+struct ValLoss {
+  double ce = 0, nll = 0;
+};
+
+Result<ValLoss> val_loss(train::Trainer& t, const std::vector<train::Example>& ex, const std::vector<size_t>& idx,
+                         int batch) {
+  double sum = 0, nll = 0;
   int64_t toks = 0;
   for (size_t i = 0; i < idx.size(); i += (size_t)batch) {
     std::vector<size_t> b(idx.begin() + (ptrdiff_t)i, idx.begin() + (ptrdiff_t)std::min(idx.size(), i + (size_t)batch));
     auto tb = train::make_batch(ex, b);
     NEEDLE_ASSIGN(auto l, t.eval_loss(tb));
     sum += l.ce * (double)tb.target_tokens();
+    nll += l.nll * (double)tb.target_tokens();
     toks += tb.target_tokens();
   }
-  return toks ? sum / (double)toks : 0.0;
+  if (!toks) return ValLoss{};
+  return ValLoss{sum / (double)toks, nll / (double)toks};
 }
 
 // Checkpoint: one .needle-container file (checksummed, written atomically) holding the
@@ -290,8 +298,9 @@ int run(int argc, char** argv) {
       "of the split); evaluate the base on test; train, validating every epoch (loss and call F1) and keeping\n"
       "the best; evaluate the best on test; print BASE_EVAL:{json} and FINETUNED_EVAL:{json}; write OUT\n"
       "(INT4 by default). --log-jsonl FILE: one JSON line per step ({\"event\":\"step\",...}), per epoch's\n"
-      "validation ({\"event\":\"val\",\"epoch\":N,\"val_loss\":...,\"call_f1\":...}) and the base's\n"
-      "validation loss before training ({\"event\":\"val_base\",\"epoch\":0,...}).\n"
+      "validation ({\"event\":\"val\",\"epoch\":N,\"val_loss\":...,\"val_nll\":...,\"call_f1\":...}) and the base's\n"
+      "validation loss before training ({\"event\":\"val_base\",\"epoch\":0,...}). val_loss is the class-weighted\n"
+      "cross-entropy per target token (the training objective); val_nll the unweighted one, as needle-eval --loss.\n"
       "SIGINT/SIGTERM save a checkpoint (with --checkpoint-dir) and exit 130; --resume continues bit-identically.\n"
       "A failed write (checkpoint, log, output: disk full) stops the run with exit 1, the previous\n"
       "checkpoint intact.\n"
@@ -497,9 +506,10 @@ int run(int argc, char** argv) {
     if (!vl) return app::fail(kTool, vl.message(), app::kRuntimeError);
     trainer->release_workspace();
     return_free_memory();
-    spdlog::info("base: val loss {:.4f}", *vl);
-    if (auto st = log.write(fmt::format("{{\"event\":\"val_base\",\"epoch\":0,\"step\":{},\"val_loss\":{},\"call_f1\":null}}",
-                                        trainer->step(), json_number(*vl)));
+    spdlog::info("base: val loss {:.4f} (class-weighted), val NLL {:.4f} nats/token", vl->ce, vl->nll);
+    if (auto st = log.write(fmt::format(
+            "{{\"event\":\"val_base\",\"epoch\":0,\"step\":{},\"val_loss\":{},\"val_nll\":{},\"call_f1\":null}}",
+            trainer->step(), json_number(vl->ce), json_number(vl->nll)));
         !st)
       return app::fail(kTool, st.message(), app::kRuntimeError);
   }
@@ -560,7 +570,7 @@ int run(int argc, char** argv) {
     // are freed first (the next step allocates them again), so evaluation does not add to them.
     trainer->release_workspace();
     return_free_memory();
-    auto vl = split.val.empty() ? Result<double>(0.0) : val_loss(*trainer, examples, split.val, o.batch);
+    auto vl = split.val.empty() ? Result<ValLoss>(ValLoss{}) : val_loss(*trainer, examples, split.val, o.batch);
     if (!vl) return fail_run(vl.message());
     trainer->release_workspace();
     return_free_memory();
@@ -572,13 +582,16 @@ int run(int argc, char** argv) {
       f1 = ve->call_f1;
     }
     return_free_memory();
-    const double score = f1 - 1e-6 * *vl;
-    if (with_f1) spdlog::info("epoch {}: val loss {:.4f}, val call F1 {:.4f}", pr.epoch + 1, *vl, f1);
-    else spdlog::info("epoch {}: val loss {:.4f}", pr.epoch + 1, *vl);
+    const double score = f1 - 1e-6 * vl->ce;
+    if (with_f1)
+      spdlog::info("epoch {}: val loss {:.4f} (class-weighted), val NLL {:.4f}, val call F1 {:.4f}", pr.epoch + 1,
+                   vl->ce, vl->nll, f1);
+    else spdlog::info("epoch {}: val loss {:.4f} (class-weighted), val NLL {:.4f}", pr.epoch + 1, vl->ce, vl->nll);
     if (!split.val.empty())
-      if (auto ls = log.write(fmt::format("{{\"event\":\"val\",\"epoch\":{},\"step\":{},\"val_loss\":{},\"call_f1\":{}}}",
-                                          pr.epoch + 1, trainer->step(), json_number(*vl),
-                                          with_f1 ? json_number(f1) : std::string("null")));
+      if (auto ls = log.write(fmt::format(
+              "{{\"event\":\"val\",\"epoch\":{},\"step\":{},\"val_loss\":{},\"val_nll\":{},\"call_f1\":{}}}",
+              pr.epoch + 1, trainer->step(), json_number(vl->ce), json_number(vl->nll),
+              with_f1 ? json_number(f1) : std::string("null")));
           !ls)
         return fail_run(ls.message());
     if (score > pr.best_score || pr.best.empty()) {

@@ -485,7 +485,7 @@ struct LmActs {
   Vec h;                  // their final-normed states [R, d]
   Vec probs;              // softmax(logits): [R, V] (Keep::All) or one chunk [kLmChunk, V]
   std::vector<double> lse;
-  std::vector<double> ce, zz;  // per-row loss terms, summed in row order
+  std::vector<double> ce, nll, zz;  // per-row loss terms, summed in row order
 };
 
 // Logits of target rows [r0, r0 + n) into out [n, V] = h E^T, the embedding E [V, d] read in
@@ -525,6 +525,7 @@ TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, con
   a.probs.resize((size_t)(cx.keep == Keep::All ? R : std::min(R, kLmChunk)) * V);
   a.lse.resize((size_t)R);
   a.ce.resize((size_t)R);
+  a.nll.resize((size_t)R);
   a.zz.resize((size_t)R);
   for (int r0 = 0; r0 < R; r0 += kLmChunk) {
     const int n = std::min(kLmChunk, R - r0);
@@ -541,19 +542,22 @@ TextLoss text_loss_forward(const Ctx& cx, LmActs& a, const DecoderActs& dec, con
       const double lse = mx + std::log(sum);
       for (int j = 0; j < V; ++j) z[j] = (float)(std::exp((double)z[j] - lse));  // logits -> probabilities
       a.lse[(size_t)i] = lse;
+      a.nll[(size_t)i] = lse - logit_t;
       a.ce[(size_t)i] = (lse - logit_t) * opt.class_weights[(size_t)batch.loss_class[(size_t)r]];
       a.zz[(size_t)i] = lse * lse;
     });
   }
-  double ce = 0, zz = 0;
+  double ce = 0, nll = 0, zz = 0;
   for (int i = 0; i < R; ++i) {
     ce += a.ce[(size_t)i];
+    nll += a.nll[(size_t)i];
     zz += a.zz[(size_t)i];
   }
   const double n = std::max(R, 1);
   TextLoss out;
   out.tokens = R;
   out.ce = ce / n;
+  out.nll = nll / n;
   out.z_loss = opt.z_loss * zz / n;
   out.loss = out.ce + out.z_loss;
   return out;

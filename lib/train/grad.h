@@ -54,6 +54,7 @@ struct TextLoss {
   double loss = 0;    // ce + z_loss
   double ce = 0;      // sum(CE_t * w[class_t] * m_t) / max(sum m_t, 1)
   double z_loss = 0;  // z * sum(logsumexp_t^2 * m_t) / max(sum m_t, 1)
+  double nll = 0;     // sum(CE_t * m_t) / max(sum m_t, 1): unweighted, what needle-eval --loss reports
   int64_t tokens = 0; // sum m_t
 };
 

@@ -19,12 +19,12 @@ python3 "$DATA/make_learn_task.py" "$TMP/held.jsonl" --n 200 --seed 2 --exclude 
 expect_exit 0 "base eval" -- "$E" -m "$TMP/base.needle" "$TMP/held.jsonl" --report "$TMP/base_eval.json" -t 2 -q
 expect_exit 0 "base loss" -- "$E" -m "$TMP/base.needle" "$TMP/held.jsonl" --loss --report "$TMP/base_loss.json" -t 2 -q
 
-# Fine-tune: the reference split of train.jsonl (10 test + 10 val per tool, 1380 train),
-# 4 epochs of batch 16 (344 steps), Muon on the kernels, AdamW on the rest, INT4 QAT every
-# 100th step (the default), INT4 output (the default).
+# Fine-tune: the reference split of train.jsonl for test (10 per tool) and training (1440), with
+# held.jsonl as the validation set (--val), 4 epochs of batch 16 (360 steps), Muon on the kernels,
+# AdamW on the rest, INT4 QAT every 100th step (the default), INT4 output (the default).
 RECIPE=(--epochs 4 --batch-size 16 --optimizer muon --muon-lr 0.03 --lr 3e-3 --dropout 0 --seed 1 -t 2)
 expect_exit 0 "finetune" -- "$F" "$TMP/train.jsonl" -m "$TMP/base.needle" -o "$TMP/out.needle" "${RECIPE[@]}" \
-  --log-jsonl "$TMP/ft.log"
+  --val "$TMP/held.jsonl" --log-jsonl "$TMP/ft.log"
 cp "$TMP/out" "$TMP/ft.out"
 cp "$TMP/err" "$TMP/ft.err"
 ft_seconds=$((SECONDS - start))
@@ -54,12 +54,14 @@ assert [r["epoch"] for r in val_rows] == list(range(1, len(val_rows) + 1)), val_
 val = [r["val_loss"] for r in val_rows]
 f1 = [r["call_f1"] for r in val_rows]
 base_val = [r["val_loss"] for r in log if r["event"] == "val_base"]
+base_nll = [r["val_nll"] for r in log if r["event"] == "val_base"]
 info = load("info.json")
 be, bl = load("base_eval.json"), load("base_loss.json")
 fe, ff, fl = load("ft_eval.json"), load("ft_eval_free.json"), load("ft_loss.json")
 print(f"split test: exact match {evals['BASE_EVAL']['exact_match']} -> {evals['FINETUNED_EVAL']['exact_match']}"
       f" (n {evals['FINETUNED_EVAL']['n']}, f32 in memory)")
 print(f"val loss: base {base_val}, per epoch {val}; val call F1 per epoch {f1}")
+print(f"base val NLL {base_nll[0]:.6f} vs needle-eval --loss {bl['loss']:.6f}")
 print(f"held-out ({fe['n']}, INT4): exact match {be['exact_match']} -> {fe['exact_match']} constrained,"
       f" {ff['exact_match']} unconstrained (parse rate {ff['parse_rate']});"
       f" loss {bl['loss']:.4f} -> {fl['loss']:.4f} nats/token")
@@ -70,6 +72,9 @@ assert evals["BASE_EVAL"]["exact_match"] < 0.10, "base exact match should be nea
 assert evals["FINETUNED_EVAL"]["exact_match"] > 0.90, "fine-tuned exact match (split test)"
 assert len(val) == 4 and val[-1] < val[0], f"validation loss did not decrease: {val}"
 assert len(base_val) == 1 and val[0] < base_val[0], f"validation loss did not fall below the base's: {base_val} {val}"
+# --val is held.jsonl: the trainer's unweighted NLL of the base (f32) is needle-eval --loss's number
+# (both f32, different summation orders: ~1e-6 relative; 1e-4 allowed).
+assert abs(base_nll[0] - bl["loss"]) <= 1e-4 * bl["loss"], f"val_nll {base_nll[0]} != needle-eval --loss {bl['loss']}"
 assert all(isinstance(x, float) and 0 <= x <= 1 for x in f1), f"val call F1 per epoch: {f1}"
 assert fe["n"] == 200 and be["n"] == 200
 assert be["exact_match"] < 0.10, "base exact match on held-out should be near 0"

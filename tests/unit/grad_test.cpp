@@ -16,9 +16,11 @@
 #include <cmath>
 #include <random>
 
+#include "eval/loss.h"
 #include "fixtures.h"
 #include "io/file.h"
 #include "io/pickle.h"
+#include "model/engine.h"
 #include "model/forward_ref.h"
 #include "model/model_io.h"
 #include "train/grad.h"
@@ -369,3 +371,36 @@ TEST_CASE("row-parallel norm, RoPE and residual passes: the same bits on any thr
   for (size_t i = 0; i < x.size(); i += 101) CHECK(back[i] == Approx(x[i]).margin(1e-5));
 }
 
+TEST_CASE("the text loss's unweighted NLL is needle-eval --loss's teacher-forced loss", "[grad]") {
+  // The trainer reports the class-weighted CE (its objective) and the plain NLL; the latter must
+  // equal what the inference engine computes for the same sequences (f32 weights; both f32 with
+  // different summation orders: ~1e-6 relative).
+  const Config c = train_fixtures::small_config(4, 2);
+  const Params p = train_fixtures::small_params(c, 21);
+  const TextBatch b = train_fixtures::small_batch(c, 22);
+  LossOptions opt;  // class weights 1, 2, 4, 1.5
+  auto l = text_loss(c, p, b, opt, PassOptions{});
+  REQUIRE(l.is_ok());
+  WriteOptions wo;
+  wo.type = WeightType::F32;
+  auto mm = memory_model(p, c, wo);
+  REQUIRE(mm.is_ok());
+  Engine e((*mm)->weights, 1);
+  eval::LossSum sum;
+  for (int i = 0; i < b.batch; ++i) {
+    std::vector<int32_t> enc, din, tgt;
+    for (int t = 0; t < b.enc_len; ++t)
+      if (b.enc_seg[(size_t)(i * b.enc_len + t)]) enc.push_back(b.src[(size_t)(i * b.enc_len + t)]);
+    for (int t = 0; t < b.dec_len; ++t)
+      if (b.dec_seg[(size_t)(i * b.dec_len + t)]) {
+        din.push_back(b.tgt_in[(size_t)(i * b.dec_len + t)]);
+        tgt.push_back(b.tgt_out[(size_t)(i * b.dec_len + t)]);
+      }
+    auto s = eval::teacher_forced_loss(e, enc, din, tgt);
+    sum.sum += s.sum;
+    sum.tokens += s.tokens;
+  }
+  REQUIRE((int64_t)sum.tokens == l->tokens);
+  CHECK(l->nll == Approx(sum.sum / (double)sum.tokens).epsilon(1e-5));
+  CHECK(l->ce != Approx(l->nll).epsilon(1e-3));  // the weights matter on this batch
+}
