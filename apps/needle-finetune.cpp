@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <csignal>
 #if defined(__GLIBC__)
@@ -204,7 +205,17 @@ Result<Config> config_from_json(const std::string& path) {
   if (!v.is_object()) return make_error("{}: expected a JSON object of config keys", path);
   std::vector<std::pair<std::string, ScalarValue>> dict;
   for (auto& [k, x] : v.object) {
-    if (x.type == json::Type::Int) dict.emplace_back(k, (int64_t)x.number);
+    if (x.type == json::Type::Int) {
+      // The digits as written (JSON integers are unbounded): anything outside int64 is an error,
+      // not a wrapped or undefined conversion of the nearest double.
+      int64_t i = 0;
+      const char* b = x.text.data();
+      const char* e = b + x.text.size();
+      if (b != e && *b == '+') ++b;
+      auto [end, ec] = std::from_chars(b, e, i);
+      if (ec != std::errc() || end != e) return make_error("{}: config key '{}' must be an integer that fits in 64 bits", path, k);
+      dict.emplace_back(k, i);
+    }
     else if (x.type == json::Type::Float) dict.emplace_back(k, x.number);
     else if (x.is_bool()) dict.emplace_back(k, x.boolean);
     else if (x.is_string()) dict.emplace_back(k, x.text);

@@ -67,8 +67,15 @@ expect_one_line_error "log open fails" "cannot open --log-jsonl file '$TMP/nodir
 # F5. A config under the parameter bound (2^31) that does not fit in memory (here: 1 GB of
 #     address space for a ~1.8 G-parameter model): one line, exit 1, not SIGABRT.
 echo '{"vocab_size":1000,"d_model":16384,"num_heads":128,"num_kv_heads":16,"num_encoder_layers":1,"num_decoder_layers":1,"contrastive_dim":8}' >"$TMP/big.json"
-expect_exit 1 "out of memory" -- bash -c "ulimit -v 1048576; exec '$F' '$D' --init random --config '$TMP/big.json' --tokenizer '$DATA/tiny_tok.model' -o '$TMP/d.needle' -t 1 -q"
-expect_one_line_error "out of memory" "needle-finetune: error: out of memory"
+#     Not under a sanitizer (scripts/test-sanitize sets NEEDLE_SANITIZER): ASan and TSan reserve
+#     terabytes of shadow address space at start-up, which no `ulimit -v` admits, and ASan's
+#     operator new aborts instead of throwing. The Release stage of the suite runs it.
+if [ -z "${NEEDLE_SANITIZER:-}" ]; then
+  expect_exit 1 "out of memory" -- bash -c "ulimit -v 1048576; exec '$F' '$D' --init random --config '$TMP/big.json' --tokenizer '$DATA/tiny_tok.model' -o '$TMP/d.needle' -t 1 -q"
+  expect_one_line_error "out of memory" "needle-finetune: error: out of memory"
+else
+  echo "note: F5 (ulimit -v out of memory) not run under $NEEDLE_SANITIZER sanitizers (shadow memory)"
+fi
 
 # G1. The split groups a tool's name-style variants (getWeather, get-weather, get.weather,
 #     get_weather) as one tool: the same data with the names restyled per line splits into the
