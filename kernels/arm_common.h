@@ -360,17 +360,10 @@ void softmax_rows_backward_neon(const float* p, size_t ldp, float* g, size_t ldg
     const float* pr = p + r * ldp;
     float* gr = g + r * ldg;
     const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
-    float32x4_t d0 = vdupq_n_f32(0.0f), d1 = d0;
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-      d0 = vfmaq_f32(d0, vld1q_f32(pr + j), vld1q_f32(gr + j));
-      d1 = vfmaq_f32(d1, vld1q_f32(pr + j + 4), vld1q_f32(gr + j + 4));
-    }
-    for (; j + 4 <= n; j += 4) d0 = vfmaq_f32(d0, vld1q_f32(pr + j), vld1q_f32(gr + j));
-    float D = vaddvq_f32(vaddq_f32(d0, d1));
-    for (; j < n; ++j) D += pr[j] * gr[j];
+    const float D = NeonF32::dot(pr, gr, n);
     const float32x4_t vd = vdupq_n_f32(D);
-    for (j = 0; j + 4 <= n; j += 4) {
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
       const float32x4_t v = vmulq_n_f32(vmulq_f32(vld1q_f32(pr + j), vsubq_f32(vld1q_f32(gr + j), vd)), scale);
       vst1q_f32(gr + j, vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), softmax_visible4(key_mask, j, lim))));
     }

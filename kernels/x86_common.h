@@ -591,17 +591,10 @@ void softmax_rows_backward_avx2(const float* p, size_t ldp, float* g, size_t ldg
     const float* pr = p + r * ldp;
     float* gr = g + r * ldg;
     const size_t lim = causal ? min_sz(n, pos0 + r + 1) : n;
-    __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-      d0 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(gr + j), d0);
-      d1 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j + 8), _mm256_loadu_ps(gr + j + 8), d1);
-    }
-    for (; j + 8 <= n; j += 8) d0 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(gr + j), d0);
-    float D = hsum8(_mm256_add_ps(d0, d1));
-    for (; j < n; ++j) D += pr[j] * gr[j];
+    const float D = Avx2F32::dot(pr, gr, n);
     const __m256 vd = _mm256_set1_ps(D);
-    for (j = 0; j + 8 <= n; j += 8) {
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
       const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(pr + j), _mm256_sub_ps(_mm256_loadu_ps(gr + j), vd)), vs);
       _mm256_storeu_ps(gr + j, _mm256_and_ps(v, softmax_visible8(key_mask, j, lim)));
     }
