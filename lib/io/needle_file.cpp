@@ -259,20 +259,16 @@ Status NeedleWriter::add_tensor(std::string name, DType dtype, std::vector<int64
 
 NeedleWriter::Layout NeedleWriter::layout() const {
   Layout L;
-  // Pieces are recorded as (owned buffer index or view) and resolved to spans at the end, when
-  // the owned buffers no longer move.
-  struct Piece {
-    int owned = -1;
-    std::span<const uint8_t> view;
-  };
-  std::vector<Piece> order;
+  // pieces[0] is the header, added last (it holds the checksums of what follows). An owned
+  // buffer's bytes stay where they are when L.owned grows (a moved vector keeps its storage).
+  L.pieces.emplace_back();
   auto own = [&](std::vector<uint8_t> b) {
     if (b.empty()) return;
     L.owned.push_back(std::move(b));
-    order.push_back({(int)L.owned.size() - 1, {}});
+    L.pieces.emplace_back(L.owned.back());
   };
   auto view = [&](const void* p, size_t n) {
-    if (n) order.push_back({-1, {static_cast<const uint8_t*>(p), n}});
+    if (n) L.pieces.emplace_back(static_cast<const uint8_t*>(p), n);
   };
   auto zeros = [&](size_t n) {
     if (n) own(std::vector<uint8_t>(n, 0));
@@ -326,19 +322,16 @@ NeedleWriter::Layout NeedleWriter::layout() const {
   const uint64_t data_off = align_up(dir_off + dir.size());
   const uint64_t dir_size = dir.size();
   own(std::move(dir));
-  const size_t dir_end = order.size();  // the header CRC covers meta and directory
+  const size_t dir_end = L.pieces.size();  // the header CRC covers meta and directory
   zeros(data_off - (dir_off + dir_size));
-  const size_t data_begin = order.size();
+  const size_t data_begin = L.pieces.size();
   for (auto& t : tensors_) {
     view(t.data.data(), t.data.size());
     zeros(align_up(t.data.size()) - t.data.size());
   }
 
-  auto span_of = [&](const Piece& p) {
-    return p.owned >= 0 ? std::span<const uint8_t>(L.owned[(size_t)p.owned]) : p.view;
-  };
   uint32_t data_crc = 0;
-  for (size_t i = data_begin; i < order.size(); ++i) data_crc = crc32_of(data_crc, span_of(order[i]));
+  for (size_t i = data_begin; i < L.pieces.size(); ++i) data_crc = crc32_of(data_crc, L.pieces[i]);
 
   std::vector<uint8_t> hdr;
   put_bytes(hdr, kNeedleMagic, 8);
@@ -347,13 +340,10 @@ NeedleWriter::Layout NeedleWriter::layout() const {
   for (uint64_t x : {meta_off, meta_size, dir_off, dir_size, data_off, data_size}) put<uint64_t>(hdr, x);
   put<uint32_t>(hdr, data_crc);
   uint32_t crc = crc32_of(0, hdr);
-  for (size_t i = 0; i < dir_end; ++i) crc = crc32_of(crc, span_of(order[i]));
+  for (size_t i = 1; i < dir_end; ++i) crc = crc32_of(crc, L.pieces[i]);
   put<uint32_t>(hdr, crc);
-
-  L.pieces.reserve(order.size() + 1);
   L.owned.push_back(std::move(hdr));
-  L.pieces.push_back(L.owned.back());
-  for (const Piece& p : order) L.pieces.push_back(span_of(p));
+  L.pieces[0] = L.owned.back();
   return L;
 }
 
