@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,15 @@ namespace fixtures {
 inline std::string test_data(const std::string& name) { return std::string(NEEDLE_TEST_DATA) + "/" + name; }
 inline std::string shared(const std::string& name) { return std::string(NEEDLE_SHARED_FIXTURES) + "/" + name; }
 inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
+
+// n standard-normal floats from a seeded mt19937 (the same values on every platform's libstdc++).
+inline std::vector<float> randn(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
 
 // Long loops over golden examples check every N-th one when NEEDLE_TEST_SAMPLE_STRIDE=N
 // (default 1: all). scripts/test-sanitize sets it: under ASan+UBSan the point is every code

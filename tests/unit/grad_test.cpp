@@ -303,14 +303,8 @@ TEST_CASE("row-parallel norm, RoPE and residual passes: the same bits on any thr
   // 3000 rows of 64 = 192,000 floats: 3 blocks of 65,536 (the last partial), so the per-block
   // partial sums of dscale and dgate are really exercised.
   const int rows = 3000, n = 64;
-  std::mt19937 rng(3);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  auto randv = [&](size_t k) {
-    std::vector<float> v(k);
-    for (auto& e : v) e = nd(rng);
-    return v;
-  };
-  const auto x = randv((size_t)rows * n), dout = randv((size_t)rows * n), scale = randv((size_t)n);
+  const auto x = fixtures::randn((size_t)rows * n, 3), dout = fixtures::randn((size_t)rows * n, 4),
+             scale = fixtures::randn((size_t)n, 5);
   const Dropout drop{0.1f, 12345};
 
   struct Out {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "fixtures.h"
 #include "nk/threadpool.h"
 #include "train/matmul.h"
 #include "train/optim.h"
@@ -16,14 +17,6 @@ using namespace needle::train;
 
 namespace {
 
-std::vector<float> randv(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
-
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -32,7 +25,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST_CASE("matmul forward/backward match double products and ignore the thread count", "[matmul]") {
   const int M = 203, K = 97, N = 130;  // odd sizes: edge tiles everywhere
-  auto x = randv((size_t)M * K, 1), w = randv((size_t)N * K, 2), dout = randv((size_t)M * N, 3);
+  auto x = fixtures::randn((size_t)M * K, 1), w = fixtures::randn((size_t)N * K, 2), dout = fixtures::randn((size_t)M * N, 3);
   std::vector<float> out1((size_t)M * N), dx1((size_t)M * K, 0.5f), dw1((size_t)N * K, -0.25f);
   matmul_forward(out1.data(), x.data(), w.data(), M, K, N, nullptr);
   matmul_backward(dx1.data(), dw1.data(), dout.data(), x.data(), w.data(), M, K, N, nullptr);
@@ -70,7 +63,7 @@ TEST_CASE("matmul forward/backward match double products and ignore the thread c
 TEST_CASE("gram X X^T equals the full product bit for bit, on any thread count", "[matmul]") {
   for (int r : {1, 5, 100, 200, 512}) {
     const int n = r == 512 ? 300 : 2 * r + 3;
-    auto x = randv((size_t)r * n, 10 + (uint32_t)r);
+    auto x = fixtures::randn((size_t)r * n, 10 + (uint32_t)r);
     std::vector<float> full((size_t)r * r);
     // the full product through the same kernel: A = X, B = X^T
     gemm_strided(r, r, n, x.data(), (size_t)n, 1, x.data(), 1, (size_t)n, full.data(), (size_t)r, false, nullptr);
@@ -91,7 +84,7 @@ TEST_CASE("gram X X^T equals the full product bit for bit, on any thread count",
 
 TEST_CASE("Newton-Schulz and the optimizer step do not depend on the thread count", "[matmul][optim]") {
   for (auto [rows, cols] : {std::pair{64, 200}, std::pair{200, 64}, std::pair{512, 512}}) {
-    auto x0 = randv((size_t)rows * cols, 99);
+    auto x0 = fixtures::randn((size_t)rows * cols, 99);
     auto x1 = x0;
     newton_schulz(x1.data(), rows, cols, 5, nullptr);
     for (unsigned threads : {2u, 3u}) {
@@ -114,8 +107,8 @@ TEST_CASE("Newton-Schulz and the optimizer step do not depend on the thread coun
   OptimOptions o;
   Params p0 = zero_params(c), g = zero_params(c);
   uint32_t seed = 5;
-  for_each_tensor(p0, c, [&](const TensorSpec&, std::vector<float>& v) { v = randv(v.size(), seed++); });
-  for_each_tensor(g, c, [&](const TensorSpec&, std::vector<float>& v) { v = randv(v.size(), seed++); });
+  for_each_tensor(p0, c, [&](const TensorSpec&, std::vector<float>& v) { v = fixtures::randn(v.size(), seed++); });
+  for_each_tensor(g, c, [&](const TensorSpec&, std::vector<float>& v) { v = fixtures::randn(v.size(), seed++); });
   auto run = [&](nk::ThreadPool* pool) {
     Params p = p0;
     OptimState s = init_optim_state(c, o);
@@ -140,7 +133,7 @@ TEST_CASE("Newton-Schulz and the optimizer step do not depend on the thread coun
 
 TEST_CASE("transpose, odd shapes", "[matmul]") {
   for (auto [rows, cols] : {std::pair{1, 1}, std::pair{3, 70}, std::pair{37, 5}, std::pair{64, 64}, std::pair{130, 67}}) {
-    auto x = randv((size_t)rows * cols, 7);
+    auto x = fixtures::randn((size_t)rows * cols, 7);
     std::vector<float> t((size_t)rows * cols);
     transpose(t.data(), x.data(), rows, cols);
     size_t bad = 0;
